@@ -1,0 +1,57 @@
+# One obvious command per task. Every target builds its own virtual environment first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat setup.py pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: install test demo bench docs dist lint typecheck clean
+
+install: $(STAMP)
+
+$(STAMP): setup.py pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test,embedded]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+## Run the project's own tests: against a throwaway PostgreSQL, and also against
+## $DBTESTCASE_URL when it is set. Prints "N passed, N failed" last.
+test: install
+	$(BIN)/python tests/run_all.py
+
+## Run the example suite shipped in examples/ under unittest, nose2 and pytest.
+demo: install
+	cd examples && ../$(BIN)/python -m unittest -v test_bookshop
+	cd examples && ../$(BIN)/nose2 -v --plugin dbtestcase.nose2plugin test_bookshop
+	cd examples && ../$(BIN)/python -m pytest -q test_bookshop.py
+
+## Per-test cost of DatabaseTestCase against its alternatives, as ratios measured in one run.
+bench: install
+	$(BIN)/python bench/bench.py
+
+docs: install
+	$(BIN)/python -m pip install -q -e '.[docs]'
+	$(BIN)/python -m sphinx -W -q -b html docs docs/_build/html
+
+## sdist + wheel, checked by twine and installed into a clean virtual environment.
+dist: install
+	$(BIN)/python -m pip install -q -e '.[dist]'
+	rm -rf dist build
+	$(BIN)/python -m build -q --sdist --wheel --outdir dist .
+	$(BIN)/python -m twine check --strict dist/*
+	rm -rf $(VENV)-dist && $(PYTHON) -m venv $(VENV)-dist
+	$(VENV)-dist/bin/python -m pip install -q dist/*.whl
+	cd /tmp && $(CURDIR)/$(VENV)-dist/bin/python -c "import dbtestcase, sys; print('installed dbtestcase', dbtestcase.__version__, 'from', dbtestcase.__file__)"
+	rm -rf $(VENV)-dist
+
+lint: install
+	$(BIN)/python -m pip install -q ruff
+	$(BIN)/ruff check dbtestcase tests
+
+typecheck: install
+	$(BIN)/python -m pip install -q mypy
+	$(BIN)/mypy dbtestcase
+
+clean:
+	rm -rf $(VENV) $(VENV)-dist build dist docs/_build *.egg-info .pytest_cache

@@ -1,0 +1,39 @@
+"""dbtestcase: every test on a blank slate, against a real database."""
+
+from .case import DatabaseTestCase
+from .database import TestDatabase, active_database, setup_module, teardown_module
+from .exceptions import (
+    ConfigurationError,
+    ConnectionFailedError,
+    DbTestCaseError,
+    DeferredConstraintError,
+    DriverMissingError,
+    LockTimeoutError,
+    NoDatabaseError,
+    ServerError,
+    ServerNotFoundError,
+    ServerStartError,
+)
+from .reset import drop_all
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigurationError",
+    "ConnectionFailedError",
+    "DatabaseTestCase",
+    "DbTestCaseError",
+    "DeferredConstraintError",
+    "DriverMissingError",
+    "LockTimeoutError",
+    "NoDatabaseError",
+    "ServerError",
+    "ServerNotFoundError",
+    "ServerStartError",
+    "TestDatabase",
+    "__version__",
+    "active_database",
+    "drop_all",
+    "setup_module",
+    "teardown_module",
+]

@@ -1,0 +1,303 @@
+"""DatabaseTestCase: a SAVEPOINT and a Session per test on the shared connection."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import unittest
+from typing import Any, Callable, ClassVar
+
+from sqlalchemy import MetaData, inspect
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
+
+from .database import TestDatabase, active_database
+from .exceptions import ConfigurationError, NoDatabaseError
+from .sequences import SequenceBaseline
+
+__unittest = True  # failure tracebacks start in the user's code
+
+_TEST, _CLASS = "test", "class"
+
+
+class _ClassState:
+    """What one test class holds: its database and, with setUpTestData, its own savepoint."""
+
+    __slots__ = ("database", "owned", "level", "sequences", "closed")
+
+    def __init__(self, database: TestDatabase, owned: bool) -> None:
+        self.database = database
+        self.owned = owned  # set up by the class, so torn down by it
+        self.level: str | None = None
+        self.sequences: SequenceBaseline | None = None
+        self.closed = False
+
+
+class DatabaseTestCase(unittest.TestCase):
+    """A TestCase whose every test runs in its own SAVEPOINT, rolled back after the test.
+
+    ``self.session`` is a :class:`~sqlalchemy.orm.Session` on the shared connection, made with
+    ``join_transaction_mode="create_savepoint"``: ``commit()``, ``rollback()``, ``close()`` and
+    ``begin_nested()`` in the code under test stay inside the test. After ``tearDown`` and
+    every cleanup, deferred constraints are checked (PostgreSQL) and the savepoint is rolled
+    back, so the next test starts on a blank slate. There is no need to call
+    ``super().setUp()``.
+
+    The database is, in order: the class attribute :attr:`database`; the one made active by
+    :func:`dbtestcase.setup_module`; one the class sets up for itself from :attr:`metadata`.
+    """
+
+    #: A :class:`~dbtestcase.TestDatabase` for this class (set up here if it is not yet).
+    database: ClassVar[TestDatabase | None] = None
+    #: Tables for a database of the class's own, used when no other database is configured.
+    metadata: ClassVar[MetaData | None] = None
+    #: URL for the class's own database (``metadata``); ``None``: ``$DBTESTCASE_URL`` or a throwaway server.
+    database_url: ClassVar[str | None] = None
+    #: Restart the sequences of the tables before every test, so generated ids are predictable.
+    reset_sequences: ClassVar[bool] = False
+
+    _dbtc_state: ClassVar[_ClassState]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _check_class(cls)
+        setup = cls.__dict__.get("setUp")
+        if setup is not None and not getattr(setup, "_dbtc_wraps", False):
+            cls.setUp = _begin_first(setup)  # type: ignore[method-assign]
+
+    # --- hooks --------------------------------------------------------------------------------
+    @classmethod
+    def setUpTestData(cls) -> None:
+        """Create data shared by every test of the class, once, with ``cls.session``.
+
+        It lives in a class-level savepoint and is gone after the class. Class attributes set
+        here that hold ORM objects are loaded afresh in each test's ``self.session``, so a test
+        that changes them never affects another.
+        """
+
+    def create_session(self, connection: Connection) -> Session:
+        """Make the test's Session; override to pass options (keep ``create_savepoint``)."""
+        return Session(bind=connection, join_transaction_mode="create_savepoint")
+
+    # --- what tests use ------------------------------------------------------------------------
+    @property
+    def session(self) -> Session:
+        """This test's Session, made on first use."""
+        session = self.__dict__.get("_dbtc_session")
+        if session is None:
+            session = self.__dict__["_dbtc_session"] = self.create_session(self.connection)
+        return session
+
+    @property
+    def connection(self) -> Connection:
+        """The shared connection, inside this test's savepoint."""
+        return self.test_database.connection
+
+    @property
+    def test_database(self) -> TestDatabase:
+        """The :class:`~dbtestcase.TestDatabase` this class runs on."""
+        return type(self)._dbtc_class_setup().database
+
+    # --- unittest plumbing ---------------------------------------------------------------------
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        cls._dbtc_class_setup()
+
+    def setUp(self) -> None:
+        self._dbtc_begin()
+
+    def _dbtc_begin(self) -> None:
+        """Make sure a test savepoint is set, and roll back to it after every cleanup."""
+        if self.__dict__.get("_dbtc_begun"):
+            return
+        self.__dict__["_dbtc_begun"] = True
+        state = type(self)._dbtc_class_setup()
+        database = state.database
+        level = database.top_level()
+        if level is None or not level.startswith("dbtestcase_" + _TEST):
+            level = database.begin_level(_TEST)
+        self.addCleanup(self._dbtc_end, database, level)
+        if state.sequences is not None:
+            state.sequences.restore(database.connection)
+
+    def _dbtc_end(self, database: TestDatabase, level: str) -> None:
+        session: Session | None = self.__dict__.pop("_dbtc_session", None)
+        connection = database.connection
+        if session is not None and session.in_transaction():
+            # Check while the session's rows are still there, then drop its savepoint.
+            try:
+                database.check_constraints()
+            finally:
+                session.close()
+                _rollback_nested(connection)
+                database.rollback_level(level, check_constraints=False)
+            return
+        if session is not None:
+            session.close()
+        _rollback_nested(connection)
+        database.rollback_level(level)
+
+    @classmethod
+    def _dbtc_class_setup(cls) -> _ClassState:
+        """Find or set up the class's database and run setUpTestData, once per class."""
+        state = cls.__dict__.get("_dbtc_state")
+        if state is not None and not state.closed:
+            return state
+        database, owned = _resolve_database(cls)
+        state = _ClassState(database, owned)
+        cls._dbtc_state = state
+        try:
+            has_data = cls.setUpTestData.__func__ is not DatabaseTestCase.setUpTestData.__func__  # type: ignore[attr-defined]
+            if has_data or cls.reset_sequences:
+                state.level = database.begin_level(_CLASS)
+            if cls.reset_sequences:
+                state.sequences = SequenceBaseline.of(database.connection, database.metadata)
+                state.sequences.restore(database.connection)
+            if has_data:
+                _run_test_data(cls, database)
+            if state.sequences is not None:
+                state.sequences.capture(database.connection)
+        except BaseException:
+            cls._dbtc_class_teardown()
+            raise
+        cls.addClassCleanup(cls._dbtc_class_teardown)
+        return state
+
+    @classmethod
+    def _dbtc_class_teardown(cls) -> None:
+        state = cls.__dict__.get("_dbtc_state")
+        if state is None or state.closed:
+            return
+        state.closed = True
+        database = state.database
+        try:
+            if state.level is not None and database.is_set_up:
+                database.end_level(state.level)
+        finally:
+            if state.owned:
+                database.teardown()
+
+
+def _begin_first(setup: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a subclass's setUp so the test savepoint exists before it runs, super() or not."""
+
+    @functools.wraps(setup)
+    def setUp(self: DatabaseTestCase, *args: Any, **kwargs: Any) -> Any:
+        self._dbtc_begin()
+        return setup(self, *args, **kwargs)
+
+    setUp._dbtc_wraps = True  # type: ignore[attr-defined]
+    return setUp
+
+
+DatabaseTestCase.setUp._dbtc_wraps = True  # type: ignore[attr-defined]
+
+
+def _check_class(cls: type) -> None:
+    """Validate the class attributes when the class is defined, naming class and attribute."""
+    name = cls.__qualname__
+    database = cls.__dict__.get("database")
+    if database is not None and not isinstance(database, TestDatabase):
+        raise ConfigurationError(
+            f"{name}.database must be a dbtestcase.TestDatabase (got {database!r} that is a {type(database)})."
+        )
+    metadata = cls.__dict__.get("metadata")
+    if metadata is not None and not isinstance(metadata, MetaData):
+        raise ConfigurationError(
+            f"{name}.metadata must be a sqlalchemy.MetaData such as Base.metadata "
+            f"(got {metadata!r} that is a {type(metadata)})."
+        )
+    for flag in ("reset_sequences",):
+        value = cls.__dict__.get(flag, False)
+        if not isinstance(value, bool):
+            raise ConfigurationError(f"{name}.{flag} must be True or False (got {value!r}).")
+
+
+def _resolve_database(cls: type[DatabaseTestCase]) -> tuple[TestDatabase, bool]:
+    """The class's database and whether the class set it up (and so tears it down)."""
+    if cls.database is not None:
+        if cls.database.is_set_up:
+            return cls.database, False
+        return cls.database.setup(), True
+    database = active_database()
+    if database is not None:
+        return database, False
+    if cls.metadata is not None:
+        return TestDatabase(cls.metadata, cls.database_url).setup(), True
+    name = cls.__qualname__
+    raise NoDatabaseError(
+        f"{name} has no database to run on: call dbtestcase.setup_module(Base.metadata) in "
+        f"setUpModule(), or set metadata = Base.metadata (or database = "
+        f"dbtestcase.TestDatabase(Base.metadata)) on {name}."
+    )
+
+
+def _rollback_nested(connection: Connection) -> None:
+    """Roll back savepoints the test opened with connection.begin_nested() and left open."""
+    while connection.in_nested_transaction():
+        nested = connection.get_nested_transaction()
+        if nested is None:
+            break
+        nested.rollback()
+
+
+def _run_test_data(cls: type[DatabaseTestCase], database: TestDatabase) -> None:
+    """Run setUpTestData with ``cls.session``, commit it, and make its ORM objects per-test."""
+    before = set(cls.__dict__)
+    session = Session(bind=database.connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
+    cls.session = session  # type: ignore[assignment]
+    try:
+        cls.setUpTestData()
+        session.commit()
+    finally:
+        session.close()
+        del cls.session
+    for name in set(cls.__dict__) - before:
+        value = cls.__dict__[name]
+        if _holds_orm_objects(value):
+            setattr(cls, name, _TestData(name, value))
+
+
+class _TestData:
+    """A setUpTestData attribute: each test gets its ORM objects reloaded in its own session."""
+
+    def __init__(self, name: str, value: Any) -> None:
+        self.name, self.value = name, value
+
+    def __get__(self, test: DatabaseTestCase | None, owner: type) -> Any:
+        if test is None:
+            return self.value
+        fresh = _reload(self.value, test.session)
+        test.__dict__[self.name] = fresh  # later reads in this test skip the descriptor
+        return fresh
+
+
+def _is_orm_object(value: Any) -> bool:
+    state = inspect(value, raiseerr=False)
+    return state is not None and getattr(state, "mapper", None) is not None and getattr(state, "identity", None) is not None
+
+
+def _holds_orm_objects(value: Any) -> bool:
+    if _is_orm_object(value):
+        return True
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return any(_holds_orm_objects(item) for item in value)
+    if isinstance(value, dict):
+        return any(_holds_orm_objects(item) for item in value.values())
+    return False
+
+
+def _reload(value: Any, session: Session) -> Any:
+    """``value`` with every ORM object replaced by the same row loaded in ``session``."""
+    if _is_orm_object(value):
+        state = inspect(value)
+        return session.get(state.mapper.class_, state.identity)
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return type(value)(_reload(item, session) for item in value)
+    if isinstance(value, dict):
+        return {key: _reload(item, session) for key, item in value.items()}
+    try:
+        return copy.deepcopy(value)
+    except Exception:
+        return value

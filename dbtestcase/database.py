@@ -1,0 +1,343 @@
+"""TestDatabase: the engine, the one connection, the outer transaction and the schema."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import weakref
+from types import TracebackType
+from typing import Any, Mapping
+
+from sqlalchemy import MetaData, text
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.exc import DBAPIError
+
+from . import engine as _engine
+from .exceptions import ConfigurationError, DeferredConstraintError, LockTimeoutError
+from .reset import LOCK_NOT_AVAILABLE, drop_all, existing_tables, open_transactions
+from .urls import UrlLike, configured_url, mask
+
+log = logging.getLogger(__name__)
+
+# SQLSTATE classes: 23 = integrity constraint violation, 25P02 = transaction already aborted.
+_INTEGRITY_CLASS = "23"
+
+
+class TestDatabase:
+    """One connection to the test database, inside one outer transaction that is never committed.
+
+    ``setup()`` connects, begins the outer transaction and creates the tables of ``metadata``
+    inside it; ``teardown()`` rolls it back, so on PostgreSQL (transactional DDL) the tables
+    and every row vanish, also when the process is killed: the server rolls back an open
+    transaction whose connection dies.
+
+    Args:
+        metadata: the tables to create (``Base.metadata``).
+        url: the database; ``None`` reads ``$DBTESTCASE_URL``, and without it a throwaway
+            PostgreSQL server is started (once per process).
+        drop_tables: create the tables *committed*, so that other connections (threads,
+            subprocesses, an application server) see them, and drop them at teardown with
+            :func:`dbtestcase.drop_all`. Refuses to start if one of the tables already exists.
+        lock_timeout: seconds the ``drop_tables`` DROP may wait for a lock before it names
+            the blocking sessions and fails.
+        echo: log every SQL statement (``create_engine(echo=True)``).
+        engine_options: more keyword arguments for ``sqlalchemy.create_engine``.
+
+    Raises:
+        ConfigurationError: ``metadata`` is not a MetaData, or an option is out of range.
+    """
+
+    __test__ = False  # "Test" prefix: keep pytest from collecting this class.
+
+    def __init__(
+        self,
+        metadata: MetaData,
+        url: UrlLike | None = None,
+        *,
+        drop_tables: bool = False,
+        lock_timeout: float = 10.0,
+        echo: bool = False,
+        engine_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(metadata, MetaData):
+            raise ConfigurationError(
+                f"metadata must be a sqlalchemy.MetaData such as Base.metadata "
+                f"(got {metadata!r} that is a {type(metadata)})."
+            )
+        if not isinstance(lock_timeout, (int, float)) or lock_timeout <= 0:
+            raise ConfigurationError(f"lock_timeout must be a number of seconds > 0 (got {lock_timeout!r}).")
+        self.metadata = metadata
+        self.drop_tables = drop_tables
+        self.lock_timeout = float(lock_timeout)
+        self._given_url = configured_url(url)  # parse early: a bad URL fails at construction
+        self._echo = echo
+        self._engine_options = dict(engine_options or {})
+        self._engine: Engine | None = None
+        self._connection: Connection | None = None
+        self._levels: list[str] = []  # names of the SAVEPOINTs we hold, innermost last
+        self.checks_constraints = False
+
+    # --- public state -------------------------------------------------------------------------
+    @property
+    def url(self) -> URL:
+        """The database URL (its ``str()`` hides the password); known once set up if none was given."""
+        if self._engine is not None:
+            return self._engine.url
+        if self._given_url is None:
+            raise ConfigurationError("the URL of a throwaway server is known after setup(): call setup() first.")
+        return self._given_url
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine; available after :meth:`setup`."""
+        if self._engine is None:
+            raise ConfigurationError(f"{self!r} is not set up: call setup() (or use it as a context manager) first.")
+        return self._engine
+
+    @property
+    def connection(self) -> Connection:
+        """The one shared connection, inside the outer transaction; available after :meth:`setup`."""
+        if self._connection is None:
+            raise ConfigurationError(f"{self!r} is not set up: call setup() (or use it as a context manager) first.")
+        return self._connection
+
+    @property
+    def is_set_up(self) -> bool:
+        """True between :meth:`setup` and :meth:`teardown`."""
+        return self._connection is not None
+
+    def __repr__(self) -> str:
+        where = mask(self._engine.url if self._engine is not None else self._given_url or "throwaway server")
+        return f"<TestDatabase {where} tables={len(self.metadata.tables)}>"
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def setup(self) -> "TestDatabase":
+        """Connect, begin the outer transaction and create the tables; returns ``self``.
+
+        Calling it again while set up does nothing.
+
+        Raises:
+            ConnectionFailedError: the server did not answer or refused the login.
+            DriverMissingError: the URL's driver is not installed.
+            ConfigurationError: ``drop_tables=True`` and some of the tables already exist.
+        """
+        if self._connection is not None:
+            return self
+        url = self._given_url
+        if url is None:
+            from .server import shared_server  # imported late: most runs give a URL
+
+            url = configured_url(shared_server().url)
+            # atexit runs handlers last-in first-out: ours must close before the server stops.
+            atexit.unregister(_teardown_leftovers)
+            atexit.register(_teardown_leftovers)
+        engine = _engine.create_engine(url, echo=self._echo, **self._engine_options)
+        try:
+            if self.drop_tables:
+                self._create_committed(engine)
+            # DBAPI autocommit plus our own BEGIN: SQLAlchemy's commit() and rollback() on this
+            # connection then never reach the server, so no test can end the outer transaction.
+            connection = _engine.connect(engine).execution_options(isolation_level="AUTOCOMMIT")
+            try:
+                connection.exec_driver_sql("BEGIN")
+                if not self.drop_tables:
+                    self._create_tables(connection)
+                self.checks_constraints = _has_deferrable_constraints(connection)
+            except BaseException:
+                connection.close()
+                raise
+        except BaseException:
+            engine.dispose()
+            raise
+        self._engine, self._connection = engine, connection
+        _live.add(self)
+        log.debug("set up %r", self)
+        return self
+
+    def teardown(self) -> None:
+        """Roll back the outer transaction, close the connection and dispose of the engine.
+
+        Safe to call twice. With ``drop_tables=True`` the tables are then dropped with
+        :func:`dbtestcase.drop_all`.
+        """
+        connection, engine = self._connection, self._engine
+        if connection is None or engine is None:
+            return
+        self._connection = self._engine = None
+        self._levels.clear()
+        _live.discard(self)
+        try:
+            try:
+                connection.exec_driver_sql("ROLLBACK")
+            finally:
+                connection.close()
+            if self.drop_tables:
+                drop_all(engine, self.metadata, lock_timeout=self.lock_timeout)
+        finally:
+            engine.dispose()
+        log.debug("tore down %r", self)
+
+    def __enter__(self) -> "TestDatabase":
+        return self.setup()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.teardown()
+
+    # --- savepoint levels, driven by DatabaseTestCase ----------------------------------------
+    def begin_level(self, kind: str = "test") -> str:
+        """Set a new SAVEPOINT on the shared connection and return its name, which starts with
+        ``dbtestcase_<kind>``."""
+        name = f"dbtestcase_{kind}_{len(self._levels)}"
+        self.connection.exec_driver_sql(f"SAVEPOINT {name}")
+        self._levels.append(name)
+        return name
+
+    def top_level(self) -> str | None:
+        """The innermost SAVEPOINT set by :meth:`begin_level`, if any."""
+        return self._levels[-1] if self._levels else None
+
+    def rollback_level(self, name: str, *, check_constraints: bool = True) -> None:
+        """Undo everything since SAVEPOINT ``name``, which stays set for the next test.
+
+        With ``check_constraints`` and deferrable constraints in the schema, they are checked
+        first (``SET CONSTRAINTS ALL IMMEDIATE``) in the same round trip.
+
+        Raises:
+            DeferredConstraintError: a deferred constraint was violated (rolled back anyway).
+        """
+        connection = self.connection
+        if not (check_constraints and self.checks_constraints):
+            connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
+            return
+        try:
+            connection.exec_driver_sql(f"SET CONSTRAINTS ALL IMMEDIATE; ROLLBACK TO SAVEPOINT {name}")
+        except DBAPIError as exc:
+            connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
+            _raise_if_constraint(exc)
+
+    def check_constraints(self) -> None:
+        """Check deferred constraints now (``SET CONSTRAINTS ALL IMMEDIATE``) if the schema has any.
+
+        On failure the transaction is left aborted: roll back to a savepoint next.
+
+        Raises:
+            DeferredConstraintError: a deferred constraint is violated.
+        """
+        if self.checks_constraints:
+            try:
+                self.connection.exec_driver_sql("SET CONSTRAINTS ALL IMMEDIATE")
+            except DBAPIError as exc:
+                _raise_if_constraint(exc)
+
+    def end_level(self, name: str) -> None:
+        """Undo everything since SAVEPOINT ``name`` and remove it with every level above it."""
+        if name not in self._levels:
+            return
+        self.connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}")
+        del self._levels[self._levels.index(name):]
+
+    # --- internals ---------------------------------------------------------------------------
+    def _create_tables(self, connection: Connection) -> None:
+        """create_all inside the outer transaction, never waiting forever for a catalog lock.
+
+        Another uncommitted transaction that creates the same tables (a second TestDatabase on
+        the same database, a parallel run) would block CREATE TABLE until it ends.
+        """
+        if connection.dialect.name != "postgresql":
+            self.metadata.create_all(connection)
+            return
+        connection.exec_driver_sql(f"SET LOCAL lock_timeout = {max(1, int(self.lock_timeout * 1000))}")
+        try:
+            self.metadata.create_all(connection)
+        except DBAPIError as exc:
+            if getattr(exc.orig, "pgcode", None) != LOCK_NOT_AVAILABLE:
+                raise
+            connection.exec_driver_sql("ROLLBACK; BEGIN")
+            raise LockTimeoutError(
+                f"creating the tables in {mask(connection.engine.url)} waited lock_timeout="
+                f"{self.lock_timeout:g}s for another transaction that holds the same tables "
+                f"({open_transactions(connection)}). Two test databases with the same tables "
+                "cannot share one database at once: tear the other down first, or give this "
+                "one another database (url=...)."
+            ) from exc
+        connection.exec_driver_sql("SET LOCAL lock_timeout = DEFAULT")
+
+    def _create_committed(self, engine: Engine) -> None:
+        """drop_tables mode: create the tables committed, refusing to adopt existing ones."""
+        with _engine.connect(engine) as connection:
+            found = existing_tables(connection, self.metadata)
+            if found:
+                raise ConfigurationError(
+                    f"drop_tables=True would drop tables that already exist in {mask(engine.url)}: "
+                    f"{', '.join(found)}. dbtestcase drops only tables it created: drop them yourself "
+                    "(dbtestcase.drop_all), use another database, or leave drop_tables off."
+                )
+            with connection.begin():
+                self.metadata.create_all(connection)
+
+
+def _raise_if_constraint(exc: DBAPIError) -> None:
+    """Re-raise an integrity error from SET CONSTRAINTS as DeferredConstraintError.
+
+    Anything else (the test had left the transaction aborted) is cured by the rollback that
+    follows, so it is not an error of the test's data.
+    """
+    if str(getattr(exc.orig, "pgcode", "") or "").startswith(_INTEGRITY_CLASS):
+        raise DeferredConstraintError(
+            "the test left a deferred constraint violated, which COMMIT would reject in "
+            f"production: {str(exc.orig).strip().splitlines()[0]}. Fix the rows the test writes."
+        ) from exc
+
+
+def _has_deferrable_constraints(connection: Connection) -> bool:
+    if connection.dialect.name != "postgresql":
+        return False
+    return bool(connection.scalar(text("SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE condeferrable)")))
+
+
+# --- the module-level API -----------------------------------------------------------------------
+_active: list[TestDatabase] = []
+_live: "weakref.WeakSet[TestDatabase]" = weakref.WeakSet()
+
+
+def setup_module(metadata: MetaData, url: UrlLike | None = None, **options: Any) -> TestDatabase:
+    """Set up a :class:`TestDatabase` and make it the one ``DatabaseTestCase`` classes use.
+
+    Call it from ``setUpModule()`` (or a package's ``__init__``, or ``setUpClass``) and pair it
+    with :func:`teardown_module`. Calls nest: the most recent one is active.
+
+    Args:
+        metadata: the tables to create (``Base.metadata``).
+        url: the database; ``None`` reads ``$DBTESTCASE_URL``, else starts a throwaway PostgreSQL.
+        **options: keyword options of :class:`TestDatabase` (``drop_tables``, ``lock_timeout``, ...).
+
+    Returns:
+        The active TestDatabase.
+    """
+    database = TestDatabase(metadata, url, **options).setup()
+    _active.append(database)
+    return database
+
+
+def teardown_module() -> None:
+    """Tear down the database made active by the latest :func:`setup_module`; a no-op if none."""
+    if _active:
+        _active.pop().teardown()
+
+
+def active_database() -> TestDatabase | None:
+    """The TestDatabase made active by :func:`setup_module`, or ``None``."""
+    return _active[-1] if _active else None
+
+
+def _teardown_leftovers() -> None:
+    """Databases set up at import time and never torn down: close them before the server stops."""
+    _active.clear()
+    for database in list(_live):
+        try:
+            database.teardown()
+        except Exception:  # the process is exiting: log, do not mask the real outcome
+            log.warning("could not tear down %r at exit", database, exc_info=True)
+
+
+atexit.register(_teardown_leftovers)

@@ -1,0 +1,84 @@
+"""Create the engine and open connections, turning driver failures into one-line errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.exc import DBAPIError, NoSuchModuleError
+
+from .exceptions import ConnectionFailedError, DriverMissingError
+from .urls import mask
+
+# pip packages that provide the DBAPI modules users most often name in URLs.
+_DRIVER_PACKAGES = {
+    "psycopg2": "psycopg2-binary",
+    "psycopg": "'psycopg[binary]'",
+    "asyncpg": "asyncpg",
+    "pg8000": "pg8000",
+    "pymysql": "PyMySQL",
+    "MySQLdb": "mysqlclient",
+    "mysql": "mysql-connector-python",
+    "mariadb": "mariadb",
+}
+
+
+def create_engine(url: URL, *, echo: bool = False, **engine_options: Any) -> Engine:
+    """``sqlalchemy.create_engine`` with a connect timeout and a clear error for missing drivers.
+
+    Raises:
+        DriverMissingError: the dialect or its DBAPI module is not installed.
+    """
+    options: dict[str, Any] = {"echo": echo, **engine_options}
+    if url.drivername == "postgresql+psycopg2" and "connect_timeout" not in url.query:
+        # A host that drops packets would otherwise make the first test hang forever.
+        options.setdefault("connect_args", {}).setdefault("connect_timeout", 10)
+    try:
+        return sa.create_engine(url, **options)
+    except NoSuchModuleError:
+        raise DriverMissingError(
+            f"SQLAlchemy has no dialect {url.drivername!r} (from {mask(url)}): use a URL such as "
+            "'postgresql://user@host/dbname', or install the package that provides that dialect."
+        ) from None
+    except ImportError as exc:
+        module = (exc.name or "").split(".")[0] or url.get_driver_name()
+        package = _DRIVER_PACKAGES.get(module, module)
+        raise DriverMissingError(
+            f"the URL {mask(url)} needs the DBAPI driver {module!r}, which is not installed: "
+            f"pip install {package}, or use 'postgresql+psycopg2://', which dbtestcase installs."
+        ) from exc
+
+
+def connect(engine: Engine) -> Connection:
+    """Open a connection, explaining refused logins, missing databases and dead servers.
+
+    Raises:
+        ConnectionFailedError: the server did not answer or refused the login.
+    """
+    try:
+        return engine.connect()
+    except DBAPIError as exc:
+        raise ConnectionFailedError(_explain(engine.url, exc)) from exc
+
+
+def _explain(url: URL, exc: DBAPIError) -> str:
+    """A one-line reason for a failed connection; the password never appears in it."""
+    detail = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+    if url.password:
+        detail = detail.replace(str(url.password), "***")
+    where = f"{url.host or 'localhost'}:{url.port or 'default port'}"
+    lowered = detail.lower()
+    if "authentication failed" in lowered or "password" in lowered or "access denied" in lowered:
+        fix = f"check the user name and password in the URL ({mask(url)})"
+        what = f"the server at {where} refused the login of user {url.username!r}"
+    elif "does not exist" in lowered and "database" in lowered:
+        what = f"the database {url.database!r} does not exist on {where}"
+        fix = f"create it (createdb {url.database}) or name an existing database in the URL"
+    else:
+        what = f"could not connect to {mask(url)}"
+        fix = (
+            "is the server running and listening there? Or unset DBTESTCASE_URL and pass no "
+            "url, and dbtestcase starts a throwaway PostgreSQL"
+        )
+    return f"{what} ({detail}): {fix}."

@@ -1,0 +1,58 @@
+"""The exceptions dbtestcase raises.
+
+Every error derives from :class:`DbTestCaseError`, and each one also derives from the
+builtin exception it resembles, so ``except FileNotFoundError`` keeps working::
+
+    DbTestCaseError(Exception)
+    +-- ConfigurationError(ValueError)           bad argument, URL, class attribute
+    |   +-- NoDatabaseError(LookupError)         a DatabaseTestCase with no database
+    +-- ConnectionFailedError(ConnectionError)   server unreachable, login refused
+    +-- DriverMissingError(ImportError)          the URL's DBAPI driver is not installed
+    +-- ServerError(RuntimeError)                the throwaway PostgreSQL server
+    |   +-- ServerNotFoundError(FileNotFoundError)   no PostgreSQL binaries anywhere
+    |   +-- ServerStartError                     initdb or postgres failed to start
+    +-- LockTimeoutError(TimeoutError)           drop_all blocked by another backend
+    +-- DeferredConstraintError(AssertionError)  a test left a deferred constraint broken
+"""
+
+from __future__ import annotations
+
+
+class DbTestCaseError(Exception):
+    """Base class of every error raised by dbtestcase."""
+
+
+class ConfigurationError(DbTestCaseError, ValueError):
+    """An argument, URL, option or class attribute is wrong."""
+
+
+class NoDatabaseError(ConfigurationError, LookupError):
+    """A DatabaseTestCase ran with no database configured."""
+
+
+class ConnectionFailedError(DbTestCaseError, ConnectionError):
+    """The database server did not answer or refused the login."""
+
+
+class DriverMissingError(DbTestCaseError, ImportError):
+    """The DBAPI driver named by the URL is not installed."""
+
+
+class ServerError(DbTestCaseError, RuntimeError):
+    """The throwaway PostgreSQL server could not be set up, started or stopped."""
+
+
+class ServerNotFoundError(ServerError, FileNotFoundError):
+    """No PostgreSQL server binaries were found."""
+
+
+class ServerStartError(ServerError):
+    """initdb or postgres failed; the message carries the end of the server log."""
+
+
+class LockTimeoutError(DbTestCaseError, TimeoutError):
+    """A DROP waited longer than ``lock_timeout`` for a lock held by another backend."""
+
+
+class DeferredConstraintError(DbTestCaseError, AssertionError):
+    """A test left a deferred constraint violated; it would fail at COMMIT in production."""

