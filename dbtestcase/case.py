@@ -122,21 +122,7 @@ class DatabaseTestCase(unittest.TestCase):
             state.sequences.restore(database.connection)
 
     def _dbtc_end(self, database: TestDatabase, level: str) -> None:
-        session: Session | None = self.__dict__.pop("_dbtc_session", None)
-        connection = database.connection
-        if session is not None and session.in_transaction():
-            # Check while the session's rows are still there, then drop its savepoint.
-            try:
-                database.check_constraints()
-            finally:
-                session.close()
-                _rollback_nested(connection)
-                database.rollback_level(level, check_constraints=False)
-            return
-        if session is not None:
-            session.close()
-        _rollback_nested(connection)
-        database.rollback_level(level)
+        database.end_test(level, self.__dict__.pop("_dbtc_session", None))
 
     @classmethod
     def _dbtc_class_setup(cls) -> _ClassState:
@@ -231,15 +217,6 @@ def _resolve_database(cls: type[DatabaseTestCase]) -> tuple[TestDatabase, bool]:
         f"setUpModule(), or set metadata = Base.metadata (or database = "
         f"dbtestcase.TestDatabase(Base.metadata)) on {name}."
     )
-
-
-def _rollback_nested(connection: Connection) -> None:
-    """Roll back savepoints the test opened with connection.begin_nested() and left open."""
-    while connection.in_nested_transaction():
-        nested = connection.get_nested_transaction()
-        if nested is None:
-            break
-        nested.rollback()
 
 
 def _run_test_data(cls: type[DatabaseTestCase], database: TestDatabase) -> None:

@@ -11,6 +11,7 @@ from typing import Any, Mapping
 from sqlalchemy import MetaData, text
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 
 from . import engine as _engine
 from .exceptions import ConfigurationError, DeferredConstraintError, LockTimeoutError
@@ -76,6 +77,7 @@ class TestDatabase:
         self._connection: Connection | None = None
         self._levels: list[str] = []  # names of the SAVEPOINTs we hold, innermost last
         self.checks_constraints = False
+        self._server_side_begin = False
 
     # --- public state -------------------------------------------------------------------------
     @property
@@ -133,13 +135,12 @@ class TestDatabase:
             atexit.register(_teardown_leftovers)
         engine = _engine.create_engine(url, echo=self._echo, **self._engine_options)
         try:
+            _check_dialect(engine)
             if self.drop_tables:
                 self._create_committed(engine)
-            # DBAPI autocommit plus our own BEGIN: SQLAlchemy's commit() and rollback() on this
-            # connection then never reach the server, so no test can end the outer transaction.
-            connection = _engine.connect(engine).execution_options(isolation_level="AUTOCOMMIT")
+            connection = _engine.connect(engine)
             try:
-                connection.exec_driver_sql("BEGIN")
+                self._begin(connection)
                 if not self.drop_tables:
                     self._create_tables(connection)
                 self.checks_constraints = _has_deferrable_constraints(connection)
@@ -168,9 +169,10 @@ class TestDatabase:
         _live.discard(self)
         try:
             try:
-                connection.exec_driver_sql("ROLLBACK")
+                if self._server_side_begin:
+                    connection.exec_driver_sql("ROLLBACK")
             finally:
-                connection.close()
+                connection.close()  # rolls back SQLAlchemy's own transaction, if that is the outer one
             if self.drop_tables:
                 drop_all(engine, self.metadata, lock_timeout=self.lock_timeout)
         finally:
@@ -215,6 +217,41 @@ class TestDatabase:
             connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
             _raise_if_constraint(exc)
 
+    def end_test(self, name: str, session: Session | None = None) -> None:
+        """Close ``session`` and undo everything since SAVEPOINT ``name``, which stays set.
+
+        Deferred constraints are checked first, while the test's rows are still there.
+
+        Raises:
+            DeferredConstraintError: the test left a deferred constraint violated.
+        """
+        connection = self.connection
+        if self._server_side_begin:
+            # One round trip undoes the test, the session's savepoint included. SQLAlchemy's
+            # view of the session's savepoint is then dropped with Connection.rollback(), which
+            # in DBAPI autocommit mode sends nothing to the server (psycopg2).
+            try:
+                self.rollback_level(name)
+            finally:
+                if connection.in_transaction():
+                    connection.rollback()
+                if session is not None:
+                    session.close()
+            return
+        checked = session is not None and session.in_transaction()
+        try:
+            if checked:
+                self.check_constraints()
+        finally:
+            if session is not None:
+                session.close()
+            while connection.in_nested_transaction():  # left open by the test
+                nested = connection.get_nested_transaction()
+                if nested is None:
+                    break
+                nested.rollback()
+        self.rollback_level(name, check_constraints=not checked)
+
     def check_constraints(self) -> None:
         """Check deferred constraints now (``SET CONSTRAINTS ALL IMMEDIATE``) if the schema has any.
 
@@ -237,6 +274,21 @@ class TestDatabase:
         del self._levels[self._levels.index(name):]
 
     # --- internals ---------------------------------------------------------------------------
+    def _begin(self, connection: Connection) -> None:
+        """Begin the outer transaction.
+
+        With psycopg2 the connection is put in DBAPI autocommit mode and the transaction is
+        begun with an explicit BEGIN: SQLAlchemy's Connection.commit() and rollback() then never
+        reach the server (psycopg2 ignores them in autocommit mode), so no test can end the
+        outer transaction, and the per-test rollback needs a single round trip.
+        """
+        if connection.dialect.driver == "psycopg2":
+            connection.execution_options(isolation_level="AUTOCOMMIT")
+            connection.exec_driver_sql("BEGIN")
+            self._server_side_begin = True
+        else:
+            connection.begin()
+
     def _create_tables(self, connection: Connection) -> None:
         """create_all inside the outer transaction, never waiting forever for a catalog lock.
 
@@ -287,6 +339,16 @@ def _raise_if_constraint(exc: DBAPIError) -> None:
             "the test left a deferred constraint violated, which COMMIT would reject in "
             f"production: {str(exc.orig).strip().splitlines()[0]}. Fix the rows the test writes."
         ) from exc
+
+
+def _check_dialect(engine: Engine) -> None:
+    """0.1 supports PostgreSQL only: elsewhere CREATE TABLE may commit on its own and leak tables."""
+    if engine.dialect.name != "postgresql":
+        raise ConfigurationError(
+            f"dbtestcase 0.1 runs tests on PostgreSQL only (the URL {mask(engine.url)} is "
+            f"{engine.dialect.name}): point the URL at a PostgreSQL server, or pass no URL and "
+            "dbtestcase starts one."
+        )
 
 
 def _has_deferrable_constraints(connection: Connection) -> bool:

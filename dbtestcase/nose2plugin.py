@@ -53,5 +53,6 @@ class DbTestCasePlugin(events.Plugin):
         try:
             parse_url(url)  # a bad URL fails here, once, before any test runs
         except ConfigurationError as exc:
-            raise ConfigurationError(f"{source}: {exc}") from None
+            # A one-line usage error, as argparse gives, rather than a traceback.
+            raise SystemExit(f"nose2: error: {source}: {exc}") from None
         os.environ[URL_ENV] = url.strip()

@@ -1,0 +1,1 @@
+"""bookshop: a tiny application for the dbtestcase example suite."""
