@@ -47,7 +47,7 @@ dist: install
 
 lint: install
 	$(BIN)/python -m pip install -q ruff
-	$(BIN)/ruff check dbtestcase tests
+	$(BIN)/ruff check dbtestcase tests bench
 
 typecheck: install
 	$(BIN)/python -m pip install -q mypy

@@ -17,11 +17,11 @@ from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import sqlalchemy as sa  # noqa: E402
-from sqlalchemy.orm import Session  # noqa: E402
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
-import dbtestcase  # noqa: E402
-from dbtestcase.server import PostgresServer, shared_server  # noqa: E402
+import dbtestcase
+from dbtestcase.server import PostgresServer, shared_server
 
 ROUNDS = 5
 # Rows: "floor" = raw SAVEPOINT / ROLLBACK TO SAVEPOINT on the DBAPI cursor; "recipe" = the
@@ -184,7 +184,10 @@ def main() -> int:
     for tables, count in ((5, 400), (50, 400)):
         by_size[tables] = results = measure_isolation(url, tables, count)
         floor_empty, floor_body = results["floor, empty"], results["floor, session used"]
-        print(f"\nper-test cost at {tables} tables (median of {ROUNDS} rounds; kit = DatabaseTestCase setUp+tearDown, unittest's own cost subtracted)")
+        print(
+            f"\nper-test cost at {tables} tables (median of {ROUNDS} rounds; kit = DatabaseTestCase "
+            "setUp+tearDown, unittest's own cost subtracted)"
+        )
         print(f"  {'':34} {'per test':>12} {'vs floor':>9} {'vs recipe':>9}")
         for name, value in results.items():
             floor = floor_body if "session" in name else floor_empty
@@ -217,7 +220,8 @@ def main() -> int:
     floor = 0.25
     print("\nthrowaway PostgreSQL, start to first query")
     print(f"  cold (initdb):          {server['cold']:.2f}s")
-    print(f"  cached (copy template): {server['cached']:.2f}s = {server['cached'] / floor:.2f}x the 0.25s floor measured in the notes")
+    ratio = server["cached"] / floor
+    print(f"  cached (copy template): {server['cached']:.2f}s = {ratio:.2f}x the 0.25s floor measured in the notes")
     met = server["cached"] <= 2 * floor
     ok &= met
     print(f"  target cached start <= 2x floor: {'met' if met else 'MISSED'}")

@@ -23,7 +23,7 @@ _TEST, _CLASS = "test", "class"
 class _ClassState:
     """What one test class holds: its database and, with setUpTestData, its own savepoint."""
 
-    __slots__ = ("database", "owned", "level", "sequences", "closed")
+    __slots__ = ("closed", "database", "level", "owned", "sequences")
 
     def __init__(self, database: TestDatabase, owned: bool) -> None:
         self.database = database
@@ -127,6 +127,7 @@ class DatabaseTestCase(unittest.TestCase):
     @classmethod
     def _dbtc_class_setup(cls) -> _ClassState:
         """Find or set up the class's database and run setUpTestData, once per class."""
+        __tracebackhide__ = True  # pytest: show the user's test, not this frame
         state = cls.__dict__.get("_dbtc_state")
         if state is not None and not state.closed:
             return state
@@ -135,7 +136,7 @@ class DatabaseTestCase(unittest.TestCase):
         cls._dbtc_state = state
         try:
             has_data = cls.setUpTestData.__func__ is not DatabaseTestCase.setUpTestData.__func__  # type: ignore[attr-defined]
-            if has_data or cls.reset_sequences:
+            if has_data:
                 state.level = database.begin_level(_CLASS)
             if cls.reset_sequences:
                 state.sequences = SequenceBaseline.of(database.connection, database.metadata)
@@ -276,5 +277,5 @@ def _reload(value: Any, session: Session) -> Any:
         return {key: _reload(item, session) for key, item in value.items()}
     try:
         return copy.deepcopy(value)
-    except Exception:
+    except Exception:  # noqa: BLE001 - an object that cannot be copied is shared as it is
         return value

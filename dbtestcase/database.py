@@ -5,20 +5,25 @@ from __future__ import annotations
 import atexit
 import logging
 import weakref
+from collections.abc import Mapping
 from types import TracebackType
-from typing import Any, Mapping
+from typing import Any
 
-from sqlalchemy import MetaData, text
+from sqlalchemy import MetaData, inspect, text
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from . import engine as _engine
 from .exceptions import ConfigurationError, DeferredConstraintError, LockTimeoutError
-from .reset import LOCK_NOT_AVAILABLE, drop_all, existing_tables, open_transactions
-from .urls import UrlLike, configured_url, mask
+from .reset import LOCK_NOT_AVAILABLE, drop_all, drop_tables, existing_tables, open_transactions
+from .urls import UrlLike, configured_url, mask, parse_url
 
 log = logging.getLogger(__name__)
+__unittest = True  # DeferredConstraintError tracebacks start in the test, not here
+
+#: The comment on tables made with drop_tables=True: a later run may drop them as leftovers.
+LEFTOVER_MARK = "dbtestcase: created for tests with drop_tables=True; safe to drop"
 
 # SQLSTATE classes: 23 = integrity constraint violation, 25P02 = transaction already aborted.
 _INTEGRITY_CLASS = "23"
@@ -113,7 +118,7 @@ class TestDatabase:
         return f"<TestDatabase {where} tables={len(self.metadata.tables)}>"
 
     # --- lifecycle ---------------------------------------------------------------------------
-    def setup(self) -> "TestDatabase":
+    def setup(self) -> TestDatabase:
         """Connect, begin the outer transaction and create the tables; returns ``self``.
 
         Calling it again while set up does nothing.
@@ -129,7 +134,7 @@ class TestDatabase:
         if url is None:
             from .server import shared_server  # imported late: most runs give a URL
 
-            url = configured_url(shared_server().url)
+            url = parse_url(shared_server().url)
             # atexit runs handlers last-in first-out: ours must close before the server stops.
             atexit.unregister(_teardown_leftovers)
             atexit.register(_teardown_leftovers)
@@ -179,7 +184,7 @@ class TestDatabase:
             engine.dispose()
         log.debug("tore down %r", self)
 
-    def __enter__(self) -> "TestDatabase":
+    def __enter__(self) -> TestDatabase:
         return self.setup()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
@@ -315,17 +320,33 @@ class TestDatabase:
         connection.exec_driver_sql("SET LOCAL lock_timeout = DEFAULT")
 
     def _create_committed(self, engine: Engine) -> None:
-        """drop_tables mode: create the tables committed, refusing to adopt existing ones."""
+        """drop_tables mode: create the tables committed, marked as ours by a table comment.
+
+        Tables that already exist are never adopted (teardown would drop someone's data),
+        except leftovers marked by a run that was killed before its teardown: those are dropped.
+        """
         with _engine.connect(engine) as connection:
+            inspector = inspect(connection)
             found = existing_tables(connection, self.metadata)
-            if found:
+            ours = [t for t in found if inspector.get_table_comment(t.name, schema=t.schema).get("text") == LEFTOVER_MARK]
+            theirs = [t.fullname for t in found if t not in ours]
+            connection.rollback()  # end the inspection's transaction
+            if theirs:
                 raise ConfigurationError(
                     f"drop_tables=True would drop tables that already exist in {mask(engine.url)}: "
-                    f"{', '.join(found)}. dbtestcase drops only tables it created: drop them yourself "
+                    f"{', '.join(theirs)}. dbtestcase drops only tables it created: drop them yourself "
                     "(dbtestcase.drop_all), use another database, or leave drop_tables off."
                 )
+            if ours:
+                log.info("dropping %d tables left by a killed run", len(ours))
+                with connection.begin():
+                    drop_tables(connection, self.metadata, self.lock_timeout, ours)
             with connection.begin():
                 self.metadata.create_all(connection)
+                preparer = connection.dialect.identifier_preparer
+                for table in self.metadata.sorted_tables:
+                    if table.comment is None:
+                        connection.exec_driver_sql(f"COMMENT ON TABLE {preparer.format_table(table)} IS '{LEFTOVER_MARK}'")
 
 
 def _raise_if_constraint(exc: DBAPIError) -> None:
@@ -359,7 +380,7 @@ def _has_deferrable_constraints(connection: Connection) -> bool:
 
 # --- the module-level API -----------------------------------------------------------------------
 _active: list[TestDatabase] = []
-_live: "weakref.WeakSet[TestDatabase]" = weakref.WeakSet()
+_live: weakref.WeakSet[TestDatabase] = weakref.WeakSet()
 
 
 def setup_module(metadata: MetaData, url: UrlLike | None = None, **options: Any) -> TestDatabase:

@@ -69,7 +69,8 @@ def _explain(url: URL, exc: DBAPIError) -> str:
         detail = detail.replace(str(url.password), "***")
     where = f"{url.host or 'localhost'}:{url.port or 'default port'}"
     lowered = detail.lower()
-    if "authentication failed" in lowered or "password" in lowered or "access denied" in lowered:
+    refused = ("authentication failed", "password", "access denied", "role ")
+    if any(word in lowered for word in refused) and "database" not in lowered.split("failed:")[-1]:
         fix = f"check the user name and password in the URL ({mask(url)})"
         what = f"the server at {where} refused the login of user {url.username!r}"
     elif "does not exist" in lowered and "database" in lowered:

@@ -16,7 +16,8 @@ Precedence: ``--db-url``, then ``$DBTESTCASE_URL``, then the config file.
 from __future__ import annotations
 
 import os
-from typing import Sequence, Union
+from collections.abc import Sequence
+from typing import Union
 
 from nose2 import events
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any, Union
 
-from sqlalchemy import MetaData, inspect, text
+from sqlalchemy import MetaData, Table, inspect, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import close_all_sessions
@@ -31,7 +32,9 @@ _BLOCKERS = text(
 )
 
 
-def drop_all(bind: Bind, metadata: MetaData, *, lock_timeout: float = 10.0) -> None:
+def drop_all(
+    bind: Bind, metadata: MetaData, *, lock_timeout: float = 10.0, tables: Sequence[Table] | None = None
+) -> None:
     """Drop the tables of ``metadata`` without ever waiting forever for a lock.
 
     First every open ORM Session of the process is closed (``close_all_sessions``) and, when
@@ -44,6 +47,7 @@ def drop_all(bind: Bind, metadata: MetaData, *, lock_timeout: float = 10.0) -> N
             savepoint and the caller commits).
         metadata: the tables to drop; tables that do not exist are skipped.
         lock_timeout: seconds to wait for each table lock.
+        tables: only these tables of ``metadata`` (as in ``MetaData.drop_all``).
 
     Raises:
         LockTimeoutError: a lock was still held after ``lock_timeout``; the message names each
@@ -59,39 +63,34 @@ def drop_all(bind: Bind, metadata: MetaData, *, lock_timeout: float = 10.0) -> N
     close_all_sessions()
     if isinstance(bind, Engine):
         bind.dispose()
-        with bind.connect() as connection:
-            with connection.begin():
-                _drop(connection, metadata, lock_timeout)
+        with bind.connect() as connection, connection.begin():
+            drop_tables(connection, metadata, lock_timeout, tables)
         return
     if bind.in_transaction():
         with bind.begin_nested():
-            _drop(bind, metadata, lock_timeout)
+            drop_tables(bind, metadata, lock_timeout, tables)
     else:
         with bind.begin():
-            _drop(bind, metadata, lock_timeout)
+            drop_tables(bind, metadata, lock_timeout, tables)
 
 
-def existing_tables(connection: Connection, metadata: MetaData) -> list[str]:
-    """Names of the tables of ``metadata`` that exist in the database now."""
+def existing_tables(connection: Connection, metadata: MetaData) -> list[Table]:
+    """The tables of ``metadata`` that exist in the database now."""
     inspector = inspect(connection)
-    return [
-        table.fullname
-        for table in metadata.sorted_tables
-        if inspector.has_table(table.name, schema=table.schema)
-    ]
+    return [table for table in metadata.sorted_tables if inspector.has_table(table.name, schema=table.schema)]
 
 
-def _drop(connection: Connection, metadata: MetaData, lock_timeout: float) -> None:
-    """Drop inside the connection's current transaction, translating a lock timeout."""
+def drop_tables(connection: Connection, metadata: MetaData, lock_timeout: float, tables: Sequence[Table] | None) -> None:
+    """Drop inside the connection's current transaction with ``lock_timeout``; no sessions are closed."""
     if connection.dialect.name != "postgresql":
-        metadata.drop_all(connection)
+        metadata.drop_all(connection, tables=tables)
         return
     milliseconds = max(1, int(lock_timeout * 1000))
     previous = connection.exec_driver_sql("SHOW lock_timeout").scalar()
     connection.exec_driver_sql(f"SET LOCAL lock_timeout = {milliseconds}")
     blocked = connection.begin_nested()  # so the blockers can be queried after a timeout
     try:
-        metadata.drop_all(connection)
+        metadata.drop_all(connection, tables=tables)
     except DBAPIError as exc:
         blocked.rollback()
         if getattr(exc.orig, "pgcode", None) != LOCK_NOT_AVAILABLE:
@@ -99,7 +98,7 @@ def _drop(connection: Connection, metadata: MetaData, lock_timeout: float) -> No
         raise LockTimeoutError(_describe_blockers(connection, metadata, lock_timeout)) from exc
     blocked.commit()
     connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{previous}'")
-    log.info("dropped %d tables", len(metadata.tables))
+    log.info("dropped %d tables", len(tables if tables is not None else metadata.tables))
 
 
 def open_transactions(connection: Connection) -> str:

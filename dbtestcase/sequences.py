@@ -38,7 +38,7 @@ class SequenceBaseline:
         self._restore_sql = ""
 
     @classmethod
-    def of(cls, connection: Connection, metadata: MetaData) -> "SequenceBaseline":
+    def of(cls, connection: Connection, metadata: MetaData) -> SequenceBaseline:
         """The sequences of ``metadata``'s tables, at their start values.
 
         Raises:

@@ -33,7 +33,9 @@ def write_project(directory: Path, files: dict[str, str]) -> Path:
     return directory
 
 
-def run_python(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_python(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """Run ``python ARGS`` in ``cwd`` with dbtestcase importable; capture its output."""
     full_env = dict(os.environ)
     full_env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(cwd)])
@@ -41,3 +43,30 @@ def run_python(args: list[str], cwd: Path, env: dict[str, str] | None = None, ti
     return subprocess.run(
         [sys.executable, *args], cwd=cwd, env=full_env, text=True, capture_output=True, timeout=timeout
     )
+
+
+def server_url() -> sa.engine.URL:
+    """The server the suite runs on: $DBTESTCASE_URL, else the process's throwaway server."""
+    from dbtestcase.urls import configured_url, parse_url
+
+    url = configured_url()
+    if url is None:
+        from dbtestcase.server import shared_server
+
+        url = parse_url(shared_server().url)
+    return url
+
+
+def unique_metadata(prefix: str) -> tuple[sa.MetaData, list[str]]:
+    """Two tables (parent, child) whose names are unique to this process and call."""
+    unique_metadata.counter = getattr(unique_metadata, "counter", 0) + 1  # type: ignore[attr-defined]
+    stem = f"{prefix}_{os.getpid()}_{unique_metadata.counter}"  # type: ignore[attr-defined]
+    metadata = sa.MetaData()
+    parent = sa.Table(f"{stem}_parent", metadata, sa.Column("id", sa.Integer, primary_key=True), sa.Column("name", sa.String(50)))
+    sa.Table(
+        f"{stem}_child",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("parent_id", sa.Integer, sa.ForeignKey(parent.c.id)),
+    )
+    return metadata, [table.name for table in metadata.sorted_tables]

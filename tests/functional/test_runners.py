@@ -168,9 +168,9 @@ def counts(runner: str, output: str) -> dict[str, int]:
     if runner == "pytest":
         summary = output.strip().splitlines()[-1]
         return {word: int(number) for number, word in re.findall(r"(\d+) (passed|failed|errors?)", summary)}
-    ran = re.search(r"^Ran (\d+) tests? in ", output, re.M)
+    ran = re.search(r"^Ran (\d+) tests? in ", output, re.MULTILINE)
     result = {"ran": int(ran.group(1)) if ran else -1}
-    status = re.search(r"^FAILED \((.*)\)$", output, re.M)
+    status = re.search(r"^FAILED \((.*)\)$", output, re.MULTILINE)
     if status:
         result.update({key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", status.group(1))})
     return result

@@ -23,7 +23,7 @@ from unittest import mock
 
 import sqlalchemy as sa
 
-from dbtestcase import server
+from dbtestcase import binaries, server
 from dbtestcase.exceptions import ServerError, ServerNotFoundError, ServerStartError
 from dbtestcase.server import PostgresServer, embedded_bindir, find_bindir, shared_server
 
@@ -36,7 +36,7 @@ BINDIR = ""  # system binaries when there are any, so the embedded test below co
 def setUpModule() -> None:
     global CACHE, BINDIR
     CACHE = tempfile.mkdtemp(prefix="dbtestcase-test-cache-")
-    with mock.patch.object(server, "embedded_bindir", return_value=None):
+    with mock.patch.object(binaries, "embedded_bindir", return_value=None):
         try:
             BINDIR = find_bindir()
         except ServerNotFoundError:
@@ -237,8 +237,8 @@ class FindBindirTest(unittest.TestCase):
         env["PATH"] = ""
         nowhere = ("/nonexistent/pg-*/bin", "/nonexistent/pgsql/bin")
         with mock.patch.dict(os.environ, env, clear=True), \
-                mock.patch.object(server, "embedded_bindir", return_value=None), \
-                mock.patch.object(server, "SYSTEM_BINDIRS", nowhere), self.assertRaises(ServerNotFoundError) as cm:
+                mock.patch.object(binaries, "embedded_bindir", return_value=None), \
+                mock.patch.object(binaries, "SYSTEM_BINDIRS", nowhere), self.assertRaises(ServerNotFoundError) as cm:
             find_bindir()
         self.assertIn(
             "Searched:\n"

@@ -1,0 +1,179 @@
+"""TestDatabase and setup_module: the outer transaction, and nothing left behind after teardown."""
+
+from __future__ import annotations
+
+import unittest
+
+import sqlalchemy as sa
+
+import dbtestcase
+from dbtestcase import ConfigurationError, LockTimeoutError, TestDatabase
+from dbtestcase.database import LEFTOVER_MARK
+from tests.functional.support import server_url, tables_seen_by_another_connection, unique_metadata
+
+
+class Lifecycle(unittest.TestCase):
+    def test_tables_live_only_inside_the_transaction(self) -> None:
+        """Tables exist for the shared connection, are invisible to others, and vanish at teardown."""
+        metadata, names = unique_metadata("life")
+        url = server_url()
+        with TestDatabase(metadata, url) as database:
+            inspector = sa.inspect(database.connection)
+            self.assertEqual(sorted(n for n in names if inspector.has_table(n)), sorted(names))
+            database.connection.execute(metadata.tables[names[0]].insert().values(name="x"))
+            self.assertEqual(tables_seen_by_another_connection(url, names), [])
+        self.assertFalse(database.is_set_up)
+        self.assertEqual(tables_seen_by_another_connection(url, names), [])
+
+    def test_teardown_twice_and_setup_idempotent(self) -> None:
+        """setup() twice keeps one connection; teardown() twice is harmless."""
+        metadata, _ = unique_metadata("twice")
+        database = TestDatabase(metadata, server_url())
+        self.assertIs(database.setup(), database)
+        connection = database.connection
+        database.setup()
+        self.assertIs(database.connection, connection)
+        database.teardown()
+        database.teardown()
+        with self.assertRaisesRegex(ConfigurationError, "is not set up"):
+            database.engine
+
+    def test_several_at_once(self) -> None:
+        """A module can hold several TestDatabases with different tables at the same time."""
+        first, first_names = unique_metadata("multi")
+        second, second_names = unique_metadata("multi")
+        url = server_url()
+        with TestDatabase(first, url) as one, TestDatabase(second, url) as two:
+            self.assertTrue(sa.inspect(one.connection).has_table(first_names[0]))
+            self.assertFalse(sa.inspect(two.connection).has_table(first_names[0]))
+            self.assertTrue(sa.inspect(two.connection).has_table(second_names[0]))
+
+    def test_same_tables_twice_fails_fast(self) -> None:
+        """Two databases creating the same tables on one server fail in lock_timeout, not forever."""
+        metadata, _ = unique_metadata("clash")
+        url = server_url()
+        with TestDatabase(metadata, url):
+            second = TestDatabase(metadata, url, lock_timeout=0.3)
+            with self.assertRaises(LockTimeoutError) as caught:
+                second.setup()
+            self.assertIn("waited lock_timeout=0.3s for another transaction that holds the same tables", str(caught.exception))
+            self.assertIn("give this one another database", str(caught.exception))
+            self.assertFalse(second.is_set_up)
+
+    def test_failed_setup_leaves_nothing(self) -> None:
+        """A setup that fails (here: a duplicate table name) closes its connection and engine."""
+        metadata, names = unique_metadata("broken")
+        sa.Table(names[0].upper(), metadata, sa.Column("id", sa.Integer, primary_key=True), quote=False)
+        database = TestDatabase(metadata, server_url())
+        with self.assertRaises(sa.exc.DBAPIError):
+            database.setup()
+        self.assertFalse(database.is_set_up)
+
+
+class ModuleApi(unittest.TestCase):
+    def test_setup_and_teardown_module_nest(self) -> None:
+        """setup_module makes its database active; teardown_module restores the previous one."""
+        before = dbtestcase.active_database()
+        first, _ = unique_metadata("nest")
+        second, _ = unique_metadata("nest")
+        outer = dbtestcase.setup_module(first, server_url())
+        try:
+            self.assertIs(dbtestcase.active_database(), outer)
+            inner = dbtestcase.setup_module(second, server_url())
+            self.assertIs(dbtestcase.active_database(), inner)
+            dbtestcase.teardown_module()
+            self.assertFalse(inner.is_set_up)
+            self.assertIs(dbtestcase.active_database(), outer)
+        finally:
+            dbtestcase.teardown_module()
+        self.assertFalse(outer.is_set_up)
+        self.assertIs(dbtestcase.active_database(), before)
+
+
+class ClassOwnedDatabases(unittest.TestCase):
+    def run_case(self, case: type[unittest.TestCase]) -> unittest.TestResult:
+        result = unittest.TestResult()
+        unittest.TestSuite([case(name) for name in unittest.defaultTestLoader.getTestCaseNames(case)]).run(result)
+        return result
+
+    def test_metadata_attribute(self) -> None:
+        """A class with metadata = ... sets up its own database and tears it down after the class."""
+        metadata, names = unique_metadata("own")
+        seen: list[TestDatabase] = []
+
+        class Own(dbtestcase.DatabaseTestCase):
+            database_url = str(server_url().render_as_string(hide_password=False))
+
+            def test_a(self) -> None:
+                seen.append(self.test_database)
+                self.connection.execute(metadata.tables[names[0]].insert().values(name="x"))
+
+        Own.metadata = metadata
+        result = self.run_case(Own)
+        self.assertTrue(result.wasSuccessful(), result.errors + result.failures)
+        self.assertEqual(len(seen), 1)
+        self.assertFalse(seen[0].is_set_up, "the class's own database is torn down after the class")
+
+    def test_database_attribute(self) -> None:
+        """A class with database = TestDatabase(...) not yet set up sets it up and tears it down."""
+        metadata, names = unique_metadata("attr")
+        database = TestDatabase(metadata, server_url())
+
+        class WithDatabase(dbtestcase.DatabaseTestCase):
+            def test_a(self) -> None:
+                self.assertIs(self.test_database, database)
+                self.assertTrue(sa.inspect(self.connection).has_table(names[0]))
+
+        WithDatabase.database = database
+        result = self.run_case(WithDatabase)
+        self.assertTrue(result.wasSuccessful(), result.errors + result.failures)
+        self.assertFalse(database.is_set_up)
+
+
+class DropTables(unittest.TestCase):
+    def test_committed_then_dropped(self) -> None:
+        """drop_tables=True: other connections see the tables during the run; none remain after."""
+        metadata, names = unique_metadata("committed")
+        url = server_url()
+        with TestDatabase(metadata, url, drop_tables=True) as database:
+            self.assertEqual(sorted(tables_seen_by_another_connection(url, names)), sorted(names))
+            database.connection.execute(metadata.tables[names[0]].insert().values(name="x"))
+        self.assertEqual(tables_seen_by_another_connection(url, names), [])
+
+    def test_refuses_existing_tables_and_drops_nothing(self) -> None:
+        """Tables that already exist (someone's data) are named, and kept with their rows."""
+        metadata, names = unique_metadata("theirs")
+        url = server_url()
+        engine = sa.create_engine(url)
+        try:
+            with engine.begin() as connection:
+                metadata.tables[names[0]].create(connection)
+                connection.exec_driver_sql(f"INSERT INTO {names[0]} (id) VALUES (7)")
+            with self.assertRaises(ConfigurationError) as caught:
+                TestDatabase(metadata, url, drop_tables=True).setup()
+            self.assertIn("drop_tables=True would drop tables that already exist in", str(caught.exception))
+            self.assertIn(names[0], str(caught.exception))
+            with engine.connect() as connection:
+                self.assertEqual(connection.exec_driver_sql(f"SELECT id FROM {names[0]}").scalar(), 7)
+        finally:
+            with engine.begin() as connection:
+                connection.exec_driver_sql(f"DROP TABLE IF EXISTS {names[0]}")
+            engine.dispose()
+
+    def test_leftovers_of_a_killed_run_are_replaced(self) -> None:
+        """Tables marked by an earlier drop_tables run that never tore down are dropped and remade."""
+        metadata, names = unique_metadata("leftover")
+        url = server_url()
+        engine = sa.create_engine(url)
+        try:
+            with engine.begin() as connection:
+                metadata.create_all(connection)
+                for name in names:
+                    connection.exec_driver_sql(f"COMMENT ON TABLE {name} IS '{LEFTOVER_MARK}'")
+                connection.exec_driver_sql(f"INSERT INTO {names[0]} (name) VALUES ('stale')")
+            with TestDatabase(metadata, url, drop_tables=True) as database:
+                rows = database.connection.exec_driver_sql(f"SELECT count(*) FROM {names[0]}").scalar()
+                self.assertEqual(rows, 0, "the stale row went with the leftover table")
+            self.assertEqual(tables_seen_by_another_connection(url, names), [])
+        finally:
+            engine.dispose()

@@ -1,0 +1,136 @@
+"""Bad arguments and class attributes fail early, naming the thing and the fix (no server needed)."""
+
+from __future__ import annotations
+
+import unittest
+
+import sqlalchemy as sa
+
+import dbtestcase
+from dbtestcase import (
+    ConfigurationError,
+    DbTestCaseError,
+    DriverMissingError,
+    NoDatabaseError,
+    ServerNotFoundError,
+    TestDatabase,
+)
+from dbtestcase.engine import create_engine
+from dbtestcase.urls import parse_url
+
+METADATA = sa.MetaData()
+sa.Table("t", METADATA, sa.Column("id", sa.Integer, primary_key=True))
+
+
+class Arguments(unittest.TestCase):
+    def test_metadata_must_be_metadata(self) -> None:
+        """A Base class instead of Base.metadata is named in the message."""
+        with self.assertRaises(ConfigurationError) as caught:
+            TestDatabase("Base", "postgresql://u@h/db")  # type: ignore[arg-type]
+        self.assertEqual(
+            str(caught.exception),
+            "metadata must be a sqlalchemy.MetaData such as Base.metadata (got 'Base' that is a <class 'str'>).",
+        )
+
+    def test_lock_timeout(self) -> None:
+        """lock_timeout must be a positive number of seconds."""
+        with self.assertRaisesRegex(ConfigurationError, r"lock_timeout must be a number of seconds > 0 \(got 0\)"):
+            TestDatabase(METADATA, "postgresql://u@h/db", lock_timeout=0)
+
+    def test_bad_url_fails_at_construction(self) -> None:
+        """A bad URL is reported when the TestDatabase is made, before any test runs."""
+        with self.assertRaisesRegex(ConfigurationError, "cannot parse the database URL"):
+            TestDatabase(METADATA, "nonsense")
+
+    def test_engine_before_setup(self) -> None:
+        """Using .engine or .connection before setup() says what to call."""
+        database = TestDatabase(METADATA, "postgresql://u@h/db")
+        with self.assertRaisesRegex(ConfigurationError, r"is not set up: call setup\(\)"):
+            database.connection
+
+    def test_repr_hides_password(self) -> None:
+        """The repr never shows the password."""
+        database = TestDatabase(METADATA, "postgresql://ann:s3cret@h/db")
+        self.assertNotIn("s3cret", repr(database))
+        self.assertNotIn("s3cret", str(database.url))
+
+    def test_teardown_before_setup(self) -> None:
+        """teardown() is safe before setup() and twice."""
+        database = TestDatabase(METADATA, "postgresql://u@h/db")
+        database.teardown()
+        database.teardown()
+
+    def test_not_postgresql(self) -> None:
+        """0.1 refuses other databases before creating anything in them."""
+        with self.assertRaisesRegex(ConfigurationError, r"PostgreSQL only \(the URL sqlite:// is sqlite\)"):
+            TestDatabase(METADATA, "sqlite://").setup()
+
+
+class Drivers(unittest.TestCase):
+    def test_missing_dbapi(self) -> None:
+        """A driver that is not installed names the pip package and the driver that works."""
+        with self.assertRaises(DriverMissingError) as caught:
+            create_engine(parse_url("postgresql+pg8000://ann:s3cret@h/db"))
+        message = str(caught.exception)
+        self.assertIn("needs the DBAPI driver 'pg8000', which is not installed: pip install pg8000", message)
+        self.assertIn("'postgresql+psycopg2://'", message)
+        self.assertNotIn("s3cret", message)
+        self.assertIsInstance(caught.exception, ImportError)
+
+    def test_unknown_dialect(self) -> None:
+        """A dialect SQLAlchemy does not know is named."""
+        with self.assertRaisesRegex(DriverMissingError, "SQLAlchemy has no dialect 'nosuchdb'"):
+            create_engine(parse_url("nosuchdb://u@h/db"))
+
+
+class ClassAttributes(unittest.TestCase):
+    def test_database_attribute_type(self) -> None:
+        """database = something else fails when the class is defined, naming class and attribute."""
+        with self.assertRaisesRegex(ConfigurationError, r"^Bad.database must be a dbtestcase.TestDatabase"):
+            type("Bad", (dbtestcase.DatabaseTestCase,), {"database": "postgresql://x"})
+
+    def test_metadata_attribute_type(self) -> None:
+        """metadata = Base (not Base.metadata) is caught when the class is defined."""
+        with self.assertRaisesRegex(ConfigurationError, r"^Bad.metadata must be a sqlalchemy.MetaData"):
+            type("Bad", (dbtestcase.DatabaseTestCase,), {"metadata": object()})
+
+    def test_reset_sequences_type(self) -> None:
+        """reset_sequences must be a bool."""
+        with self.assertRaisesRegex(ConfigurationError, r"^Bad.reset_sequences must be True or False \(got 'yes'\)"):
+            type("Bad", (dbtestcase.DatabaseTestCase,), {"reset_sequences": "yes"})
+
+    def test_no_database(self) -> None:
+        """A class with no database at all says exactly what to add."""
+        cls = type("UserTests", (dbtestcase.DatabaseTestCase,), {"test_x": lambda self: None})
+        with self.assertRaises(NoDatabaseError) as caught:
+            cls.setUpClass()
+        self.assertEqual(
+            str(caught.exception),
+            "UserTests has no database to run on: call dbtestcase.setup_module(Base.metadata) in "
+            "setUpModule(), or set metadata = Base.metadata (or database = "
+            "dbtestcase.TestDatabase(Base.metadata)) on UserTests.",
+        )
+
+
+class Hierarchy(unittest.TestCase):
+    def test_builtin_bases(self) -> None:
+        """Each error is also the builtin it resembles, so generic except clauses keep working."""
+        self.assertTrue(issubclass(ConfigurationError, ValueError))
+        self.assertTrue(issubclass(NoDatabaseError, LookupError))
+        self.assertTrue(issubclass(ServerNotFoundError, FileNotFoundError))
+        self.assertTrue(issubclass(dbtestcase.LockTimeoutError, TimeoutError))
+        self.assertTrue(issubclass(dbtestcase.ConnectionFailedError, ConnectionError))
+        for name in dbtestcase.__all__:
+            value = getattr(dbtestcase, name)
+            if isinstance(value, type) and issubclass(value, Exception):
+                self.assertTrue(issubclass(value, DbTestCaseError), name)
+
+    def test_public_api(self) -> None:
+        """Every name in __all__ exists, and __all__ is sorted."""
+        self.assertEqual(dbtestcase.__all__, sorted(dbtestcase.__all__))
+        for name in dbtestcase.__all__:
+            self.assertTrue(hasattr(dbtestcase, name), name)
+
+
+if __name__ == "__main__":
+    unittest.main()

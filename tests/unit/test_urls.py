@@ -1,0 +1,85 @@
+"""URL parsing, the default driver, and passwords that never show."""
+
+from __future__ import annotations
+
+import os
+import unittest
+from unittest import mock
+
+from sqlalchemy.engine import make_url
+
+from dbtestcase import ConfigurationError
+from dbtestcase.urls import URL_ENV, configured_url, mask, parse_url
+
+
+class ParseUrl(unittest.TestCase):
+    def test_plain_postgresql_gets_psycopg2(self) -> None:
+        """postgresql:// means psycopg2, the driver dbtestcase installs (SQLAlchemy 2.1 would pick psycopg 3)."""
+        self.assertEqual(parse_url("postgresql://u@h/db").drivername, "postgresql+psycopg2")
+
+    def test_heroku_spelling(self) -> None:
+        """postgres:// (rejected by SQLAlchemy) is accepted as PostgreSQL with psycopg2."""
+        self.assertEqual(parse_url("postgres://u@h/db").drivername, "postgresql+psycopg2")
+
+    def test_explicit_driver_kept(self) -> None:
+        """An explicit driver is left alone."""
+        self.assertEqual(parse_url("postgresql+pg8000://u@h/db").drivername, "postgresql+pg8000")
+
+    def test_url_object(self) -> None:
+        """A sqlalchemy URL object is accepted and normalised too."""
+        self.assertEqual(parse_url(make_url("postgresql://u@h/db")).drivername, "postgresql+psycopg2")
+
+    def test_unparseable(self) -> None:
+        """Garbage gives one sentence with the expected form, and no SQLAlchemy traceback chain."""
+        with self.assertRaises(ConfigurationError) as caught:
+            parse_url("not a url")
+        self.assertEqual(
+            str(caught.exception),
+            "cannot parse the database URL 'not a url': expected the form "
+            "'postgresql://user:password@host:port/dbname' (port a number).",
+        )
+        self.assertIsNone(caught.exception.__cause__)
+
+    def test_bad_port_hides_password(self) -> None:
+        """A URL that fails on its port is reported without its password."""
+        with self.assertRaises(ConfigurationError) as caught:
+            parse_url("postgresql://ann:s3cret@host:port/db")
+        self.assertNotIn("s3cret", str(caught.exception))
+        self.assertIn("ann:***@host:port/db", str(caught.exception))
+
+    def test_wrong_type(self) -> None:
+        """A non-string names what it got."""
+        with self.assertRaisesRegex(ConfigurationError, r"url must be a string .* \(got 42 that is a <class 'int'>\)"):
+            parse_url(42)  # type: ignore[arg-type]
+
+
+class ConfiguredUrl(unittest.TestCase):
+    def test_argument_wins(self) -> None:
+        """The url argument wins over $DBTESTCASE_URL."""
+        with mock.patch.dict(os.environ, {URL_ENV: "postgresql://env@h/db"}):
+            self.assertEqual(configured_url("postgresql://arg@h/db").username, "arg")
+
+    def test_environment(self) -> None:
+        """Without an argument, $DBTESTCASE_URL is used."""
+        with mock.patch.dict(os.environ, {URL_ENV: " postgresql://env@h/db "}):
+            self.assertEqual(configured_url().username, "env")
+
+    def test_nothing_means_throwaway(self) -> None:
+        """Neither (or an empty variable) means: start a throwaway server."""
+        with mock.patch.dict(os.environ, {URL_ENV: ""}):
+            self.assertIsNone(configured_url())
+
+
+class Mask(unittest.TestCase):
+    def test_url(self) -> None:
+        """The password is replaced by ***."""
+        self.assertEqual(mask("postgresql://ann:s3cret@h:5/db"), "postgresql://ann:***@h:5/db")
+
+    def test_unparseable_with_password(self) -> None:
+        """Even text SQLAlchemy cannot parse loses its password."""
+        masked = mask("postgresql://ann:s3cret@h:port/db")
+        self.assertNotIn("s3cret", masked)
+
+    def test_no_password(self) -> None:
+        """Text without a password is shown as it is."""
+        self.assertEqual(mask("nonsense"), "nonsense")
