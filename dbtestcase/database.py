@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import MetaData, inspect, text
+from sqlalchemy import MetaData, Table, inspect, text
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -82,6 +82,8 @@ class TestDatabase:
         self._connection: Connection | None = None
         self._levels: list[str] = []  # names of the SAVEPOINTs we hold, innermost last
         self.checks_constraints = False
+        #: Tables of ``metadata`` that existed before setup(): used, never created or dropped.
+        self.preexisting_tables: list[Table] = []
         self._server_side_begin = False
 
     # --- public state -------------------------------------------------------------------------
@@ -114,8 +116,10 @@ class TestDatabase:
         return self._connection is not None
 
     def __repr__(self) -> str:
-        where = mask(self._engine.url if self._engine is not None else self._given_url or "throwaway server")
-        return f"<TestDatabase {where} tables={len(self.metadata.tables)}>"
+        engine, given = getattr(self, "_engine", None), getattr(self, "_given_url", None)
+        where = mask(engine.url if engine is not None else given or "throwaway server")
+        metadata = getattr(self, "metadata", None)
+        return f"<TestDatabase {where} tables={len(metadata.tables) if metadata is not None else '?'}>"
 
     # --- lifecycle ---------------------------------------------------------------------------
     def setup(self) -> TestDatabase:
@@ -242,6 +246,9 @@ class TestDatabase:
                     connection.rollback()
                 if session is not None:
                     session.close()
+                # Sessions made on this connection must find it in a transaction, or they take
+                # it over ("control_fully") instead of making their own SAVEPOINT.
+                connection.begin()
             return
         checked = session is not None and session.in_transaction()
         try:
@@ -291,7 +298,9 @@ class TestDatabase:
             connection.execution_options(isolation_level="AUTOCOMMIT")
             connection.exec_driver_sql("BEGIN")
             self._server_side_begin = True
-        else:
+        # SQLAlchemy's own transaction (a no-op at the server in autocommit mode; the BEGIN
+        # above autobegan it): with it, a Session on this connection makes its own SAVEPOINT.
+        if not connection.in_transaction():
             connection.begin()
 
     def _create_tables(self, connection: Connection) -> None:
@@ -300,6 +309,7 @@ class TestDatabase:
         Another uncommitted transaction that creates the same tables (a second TestDatabase on
         the same database, a parallel run) would block CREATE TABLE until it ends.
         """
+        self.preexisting_tables = existing_tables(connection, self.metadata)
         if connection.dialect.name != "postgresql":
             self.metadata.create_all(connection)
             return

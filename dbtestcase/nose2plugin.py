@@ -9,7 +9,7 @@ Enable it in ``unittest.cfg`` / ``nose2.cfg``::
     url = postgresql://postgres@localhost/test
 
 or on the command line: ``nose2 --plugin dbtestcase.nose2plugin --db-url postgresql://...``.
-The URL is handed to the tests (and to ``nose2 -N`` workers) as ``$DBTESTCASE_URL``.
+The URL is handed to the tests as ``$DBTESTCASE_URL``.
 Precedence: ``--db-url``, then ``$DBTESTCASE_URL``, then the config file.
 """
 

@@ -22,7 +22,7 @@ LOCK_NOT_AVAILABLE = "55P03"
 
 _BLOCKERS = text(
     """
-    SELECT DISTINCT a.pid, a.application_name, a.usename, a.state, left(a.query, 80) AS query,
+    SELECT DISTINCT a.pid, a.application_name, a.usename, a.state, left(a.query, 200) AS query,
            l.relation::regclass::text AS locked
     FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
     WHERE l.granted AND l.pid <> pg_backend_pid()
@@ -104,7 +104,7 @@ def drop_tables(connection: Connection, metadata: MetaData, lock_timeout: float,
 def open_transactions(connection: Connection) -> str:
     """The other backends with an open transaction in this database, for error messages."""
     rows = connection.exec_driver_sql(
-        "SELECT pid, application_name, usename, state, left(query, 80) AS query FROM pg_stat_activity "
+        "SELECT pid, application_name, usename, state, left(query, 200) AS query FROM pg_stat_activity "
         "WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL "
         "ORDER BY xact_start"
     ).all()
@@ -112,9 +112,10 @@ def open_transactions(connection: Connection) -> str:
 
 
 def _backend(row: Any) -> str:
+    query = " ".join((row.query or "").split())[:80]  # one line, however the SQL was laid out
     return (
         f"pid {row.pid} (application_name {row.application_name!r}, user {row.usename!r}, "
-        f"state {row.state!r}, query {row.query!r})"
+        f"state {row.state!r}, query {query!r})"
     )
 
 

@@ -116,7 +116,7 @@ class PostgresServer:
             ``$XDG_CACHE_HOME/dbtestcase`` or ``~/.cache/dbtestcase``.
     """
 
-    #: Passed as ``-c name=value``: fast and unsafe, as suits a throwaway cluster. Dynamic shared memory
+    #: Settings passed as ``-c name=value``, fast and unsafe as suits a throwaway cluster. Dynamic shared memory
     #: in files of the data directory (mmap), so that even a SIGKILLed server leaves none in /dev/shm.
     settings: ClassVar[Mapping[str, str]] = {
         "fsync": "off", "full_page_writes": "off", "synchronous_commit": "off", "shared_buffers": "16MB",
@@ -145,7 +145,7 @@ class PostgresServer:
 
     @property
     def url(self) -> str:
-        """The SQLAlchemy URL of database ``postgres`` as superuser ``postgres`` (trust: no password)."""
+        """The SQLAlchemy URL of database ``postgres`` as superuser ``postgres`` (trust authentication, so no password)."""
         if self.port is None:
             raise ServerError("The PostgresServer is not running: call start() before reading its url.")
         return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/postgres"

@@ -30,7 +30,7 @@ html_theme = "alabaster"
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 autodoc_typehints_description_target = "documented"
-autodoc_default_options = {"members": True, "show-inheritance": True}
+autodoc_default_options = {"show-inheritance": True}
 
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False

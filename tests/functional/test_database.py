@@ -177,3 +177,34 @@ class DropTables(unittest.TestCase):
             self.assertEqual(tables_seen_by_another_connection(url, names), [])
         finally:
             engine.dispose()
+
+
+class PreexistingTables(unittest.TestCase):
+    def test_reset_sequences_refuses_existing_tables(self) -> None:
+        """reset_sequences never touches the sequence of a table that existed before the tests."""
+        metadata, names = unique_metadata("seq")
+        url = server_url()
+        engine = sa.create_engine(url)
+        self.addCleanup(engine.dispose)
+        with engine.begin() as connection:
+            metadata.tables[names[0]].create(connection)
+            connection.exec_driver_sql(f"INSERT INTO {names[0]} (name) VALUES ('a'), ('b'), ('c')")
+        self.addCleanup(lambda: metadata.drop_all(engine))
+        database = TestDatabase(metadata, url)
+
+        class Sequences(dbtestcase.DatabaseTestCase):
+            reset_sequences = True
+
+            def test_a(self) -> None:
+                pass
+
+        Sequences.database = database
+        result = unittest.TestResult()
+        unittest.TestSuite([Sequences("test_a")]).run(result)
+        self.assertEqual(len(result.errors), 1)
+        self.assertIn("Sequences.reset_sequences would reset the sequences of tables that existed before", result.errors[0][1])
+        self.assertIn(names[0], result.errors[0][1])
+        self.assertFalse(database.is_set_up)
+        with engine.connect() as connection:
+            next_id = connection.exec_driver_sql(f"SELECT nextval(pg_get_serial_sequence('{names[0]}', 'id'))").scalar()
+        self.assertEqual(next_id, 4, "the sequence was left where it was")

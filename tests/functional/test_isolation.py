@@ -298,3 +298,32 @@ class ThreadsSeeNothingLeaked(BlankSlateCase):
         thread.start()
         thread.join(30)
         self.assertEqual(seen, [[]])
+
+
+class SessionSemantics(dbtestcase.DatabaseTestCase):
+    """In every test (not only the first), the session behaves as on a real transaction."""
+
+    def check(self) -> None:
+        self.session.add(Author(name="kept"))
+        self.session.commit()
+        self.session.add(Author(name="undone"))
+        self.session.flush()
+        self.session.rollback()
+        self.assertEqual([a.name for a in self.session.scalars(sa.select(Author))], ["kept"])
+        self.session.add(Author(name="kept"))
+        with self.assertRaises(IntegrityError):
+            self.session.commit()
+        self.session.rollback()
+        self.assertEqual(count(self.session, Author), 1, "the session works again after rollback()")
+
+    def test_a(self) -> None:
+        """rollback() undoes what came after the last commit(); an IntegrityError is recoverable."""
+        self.check()
+
+    def test_b(self) -> None:
+        """...also in the second test of the class."""
+        self.check()
+
+    def test_c(self) -> None:
+        """...and the third."""
+        self.check()

