@@ -13,7 +13,7 @@ import unittest
 from pathlib import Path
 from typing import Optional
 
-from tests.functional.support import run_python, write_project
+from tests.functional.support import run_python, server_url, tables_seen_by_another_connection, write_project
 
 MODELS = """
     from sqlalchemy import String
@@ -277,8 +277,8 @@ class NoDatabaseTests(RunnerCase):
         expected = (
             "NoDatabaseTests has no database to run on: call dbtestcase.setup_module(Base.metadata) in setUpModule()"
         )
-        setup_class_error = {"ran": 0, "errors": 1}
-        expected_counts = {"unittest": setup_class_error, "nose2": setup_class_error, "pytest": {"error": 1}}
+        test_error = {"ran": 1, "errors": 1}
+        expected_counts = {"unittest": test_error, "nose2": test_error, "pytest": {"failed": 1}}
         for runner, args in RUNNERS.items():
             with self.subTest(runner=runner):
                 code, output = self.run_sample(project, args)
@@ -286,6 +286,85 @@ class NoDatabaseTests(RunnerCase):
                 self.assertEqual(counts(runner, output), expected_counts[runner], output)
                 self.assertIn("NoDatabaseError", output)
                 self.assertIn(expected, output)
+
+
+PACKAGE_INIT = """
+    import dbtestcase
+    from models import Base
+
+    dbtestcase.setup_module(Base.metadata)  # package-level, at import: torn down at exit
+"""
+
+PACKAGE_TEST = """
+    import sqlalchemy as sa
+    import dbtestcase
+    from models import Item
+
+
+    class {name}(dbtestcase.DatabaseTestCase):
+        def test_one(self):
+            self.session.add(Item(name="same"))
+            self.session.commit()
+            self.assertEqual(self.session.scalar(sa.select(sa.func.count()).select_from(Item)), 1)
+"""
+
+SETUPCLASS_TESTS = """
+    import sqlalchemy as sa
+    import dbtestcase
+    from models import Base, Item
+
+
+    class FromSetUpClass(dbtestcase.DatabaseTestCase):
+        @classmethod
+        def setUpClass(cls):
+            super().setUpClass()
+            dbtestcase.setup_module(Base.metadata)
+
+        @classmethod
+        def tearDownClass(cls):
+            dbtestcase.teardown_module()
+            super().tearDownClass()
+
+        def test_a(self):
+            self.session.add(Item(name="same"))
+            self.session.commit()
+
+        def test_b(self):
+            self.session.add(Item(name="same"))
+            self.session.commit()
+"""
+
+
+class OtherSetupPlaces(RunnerCase):
+    """setup_module() also works from a package's __init__ and from setUpClass."""
+
+    def test_package_init(self) -> None:
+        """A package that sets up the database at import serves all its modules; nothing is left at exit."""
+        url = server_url()
+        project = self.project(
+            "",
+            **{
+                "pkg/__init__.py": PACKAGE_INIT,
+                "pkg/test_a.py": PACKAGE_TEST.format(name="FirstModule"),
+                "pkg/test_b.py": PACKAGE_TEST.format(name="SecondModule"),
+            },
+        )
+        env = {"DBTESTCASE_URL": url.render_as_string(hide_password=False)}
+        code, output = self.run_sample(project, ["-m", "unittest", "discover", "-v", "-t", ".", "-s", "pkg"], env)
+        self.assertEqual(code, 0, output)
+        self.assertEqual(counts("unittest", output), {"ran": 2}, output)
+        self.assertEqual(tables_seen_by_another_connection(url, ["runner_items"]), [])
+
+    def test_setup_class(self) -> None:
+        """setup_module() in setUpClass (after super()) and teardown_module() in tearDownClass."""
+        url = server_url()
+        project = self.project(SETUPCLASS_TESTS)
+        env = {"DBTESTCASE_URL": url.render_as_string(hide_password=False)}
+        for runner, args in RUNNERS.items():
+            with self.subTest(runner=runner):
+                code, output = self.run_sample(project, args, env)
+                self.assertEqual(code, 0, output)
+                self.assertEqual(tables_seen_by_another_connection(url, ["runner_items"]), [])
 
 
 class Nose2PluginTests(RunnerCase):
