@@ -307,8 +307,9 @@ class BinariesTest(ServerTestCase):
         site = os.path.dirname(package_dir)
         private = tempfile.mkdtemp(prefix="dbtestcase-test-private-")  # mode 0700, like a venv under /root
         self.addCleanup(shutil.rmtree, private, True)
+        package = os.path.basename(package_dir)
         for name in os.listdir(site):
-            if name == os.path.basename(package_dir) or (name.startswith(os.path.basename(package_dir)) and name.endswith(".libs")):
+            if name == package or (name.startswith(package) and name.endswith(".libs")):
                 shutil.copytree(os.path.join(site, name), os.path.join(private, name), symlinks=True)
         copied = os.path.join(private, os.path.relpath(install, site), "bin")
         srv = self.start(new_server(bindir=copied))

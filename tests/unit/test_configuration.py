@@ -11,7 +11,6 @@ from dbtestcase import (
     ConfigurationError,
     DbTestCaseError,
     DriverMissingError,
-    NoDatabaseError,
     ServerNotFoundError,
     TestDatabase,
 )
@@ -100,15 +99,16 @@ class ClassAttributes(unittest.TestCase):
             type("Bad", (dbtestcase.DatabaseTestCase,), {"reset_sequences": "yes"})
 
     def test_no_database(self) -> None:
-        """A class with no database at all says exactly what to add."""
+        """A class with no database at all fails its first test with exactly what to add."""
         cls = type("UserTests", (dbtestcase.DatabaseTestCase,), {"test_x": lambda self: None})
-        with self.assertRaises(NoDatabaseError) as caught:
-            cls.setUpClass()
-        self.assertEqual(
-            str(caught.exception),
-            "UserTests has no database to run on: call dbtestcase.setup_module(Base.metadata) in "
-            "setUpModule(), or set metadata = Base.metadata (or database = "
-            "dbtestcase.TestDatabase(Base.metadata)) on UserTests.",
+        result = unittest.TestResult()
+        unittest.TestSuite([cls("test_x")]).run(result)
+        self.assertEqual((result.testsRun, len(result.errors)), (1, 1))
+        self.assertIn(
+            "dbtestcase.exceptions.NoDatabaseError: UserTests has no database to run on: call "
+            "dbtestcase.setup_module(Base.metadata) in setUpModule(), or set metadata = Base.metadata "
+            "(or database = dbtestcase.TestDatabase(Base.metadata)) on UserTests.",
+            result.errors[0][1],
         )
 
 
@@ -116,7 +116,7 @@ class Hierarchy(unittest.TestCase):
     def test_builtin_bases(self) -> None:
         """Each error is also the builtin it resembles, so generic except clauses keep working."""
         self.assertTrue(issubclass(ConfigurationError, ValueError))
-        self.assertTrue(issubclass(NoDatabaseError, LookupError))
+        self.assertTrue(issubclass(dbtestcase.NoDatabaseError, LookupError))
         self.assertTrue(issubclass(ServerNotFoundError, FileNotFoundError))
         self.assertTrue(issubclass(dbtestcase.LockTimeoutError, TimeoutError))
         self.assertTrue(issubclass(dbtestcase.ConnectionFailedError, ConnectionError))
