@@ -1,4 +1,4 @@
-"""TestDatabase: the engine, the one connection, the outer transaction and the schema."""
+"""TestDatabase: the engine, the one connection, the outer transaction and the savepoints in it."""
 
 from __future__ import annotations
 
@@ -9,21 +9,19 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import MetaData, Table, inspect, text
+from sqlalchemy import MetaData, Table
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from . import engine as _engine
-from .exceptions import ConfigurationError, DeferredConstraintError, LockTimeoutError
-from .reset import LOCK_NOT_AVAILABLE, drop_all, drop_tables, existing_tables, open_transactions
+from . import schema
+from .exceptions import ConfigurationError, DeferredConstraintError
+from .reset import drop_all
 from .urls import UrlLike, configured_url, mask, parse_url
 
 log = logging.getLogger(__name__)
 __unittest = True  # DeferredConstraintError tracebacks start in the test, not here
-
-#: The comment on tables made with drop_tables=True: a later run may drop them as leftovers.
-LEFTOVER_MARK = "dbtestcase: created for tests with drop_tables=True; safe to drop"
 
 # SQLSTATE classes: 23 = integrity constraint violation, 25P02 = transaction already aborted.
 _INTEGRITY_CLASS = "23"
@@ -144,15 +142,15 @@ class TestDatabase:
             atexit.register(_teardown_leftovers)
         engine = _engine.create_engine(url, echo=self._echo, **self._engine_options)
         try:
-            _check_dialect(engine)
+            schema.check_dialect(engine)
             if self.drop_tables:
-                self._create_committed(engine)
+                schema.create_committed(engine, self.metadata, self.lock_timeout)
             connection = _engine.connect(engine)
             try:
                 self._begin(connection)
                 if not self.drop_tables:
-                    self._create_tables(connection)
-                self.checks_constraints = _has_deferrable_constraints(connection)
+                    self.preexisting_tables = schema.create_in_transaction(connection, self.metadata, self.lock_timeout)
+                self.checks_constraints = schema.has_deferrable_constraints(connection)
             except BaseException:
                 connection.close()
                 raise
@@ -303,61 +301,6 @@ class TestDatabase:
         if not connection.in_transaction():
             connection.begin()
 
-    def _create_tables(self, connection: Connection) -> None:
-        """create_all inside the outer transaction, never waiting forever for a catalog lock.
-
-        Another uncommitted transaction that creates the same tables (a second TestDatabase on
-        the same database, a parallel run) would block CREATE TABLE until it ends.
-        """
-        self.preexisting_tables = existing_tables(connection, self.metadata)
-        if connection.dialect.name != "postgresql":
-            self.metadata.create_all(connection)
-            return
-        connection.exec_driver_sql(f"SET LOCAL lock_timeout = {max(1, int(self.lock_timeout * 1000))}")
-        try:
-            self.metadata.create_all(connection)
-        except DBAPIError as exc:
-            if getattr(exc.orig, "pgcode", None) != LOCK_NOT_AVAILABLE:
-                raise
-            connection.exec_driver_sql("ROLLBACK; BEGIN")
-            raise LockTimeoutError(
-                f"creating the tables in {mask(connection.engine.url)} waited lock_timeout="
-                f"{self.lock_timeout:g}s for another transaction that holds the same tables "
-                f"({open_transactions(connection)}). Two test databases with the same tables "
-                "cannot share one database at once: tear the other down first, or give this "
-                "one another database (url=...)."
-            ) from exc
-        connection.exec_driver_sql("SET LOCAL lock_timeout = DEFAULT")
-
-    def _create_committed(self, engine: Engine) -> None:
-        """drop_tables mode: create the tables committed, marked as ours by a table comment.
-
-        Tables that already exist are never adopted (teardown would drop someone's data),
-        except leftovers marked by a run that was killed before its teardown: those are dropped.
-        """
-        with _engine.connect(engine) as connection:
-            inspector = inspect(connection)
-            found = existing_tables(connection, self.metadata)
-            ours = [t for t in found if inspector.get_table_comment(t.name, schema=t.schema).get("text") == LEFTOVER_MARK]
-            theirs = [t.fullname for t in found if t not in ours]
-            connection.rollback()  # end the inspection's transaction
-            if theirs:
-                raise ConfigurationError(
-                    f"drop_tables=True would drop tables that already exist in {mask(engine.url)}: "
-                    f"{', '.join(theirs)}. dbtestcase drops only tables it created: drop them yourself "
-                    "(dbtestcase.drop_all), use another database, or leave drop_tables off."
-                )
-            if ours:
-                log.info("dropping %d tables left by a killed run", len(ours))
-                with connection.begin():
-                    drop_tables(connection, self.metadata, self.lock_timeout, ours)
-            with connection.begin():
-                self.metadata.create_all(connection)
-                preparer = connection.dialect.identifier_preparer
-                for table in self.metadata.sorted_tables:
-                    if table.comment is None:
-                        connection.exec_driver_sql(f"COMMENT ON TABLE {preparer.format_table(table)} IS '{LEFTOVER_MARK}'")
-
 
 def _raise_if_constraint(exc: DBAPIError) -> None:
     """Re-raise an integrity error from SET CONSTRAINTS as DeferredConstraintError.
@@ -370,22 +313,6 @@ def _raise_if_constraint(exc: DBAPIError) -> None:
             "the test left a deferred constraint violated, which COMMIT would reject in "
             f"production: {str(exc.orig).strip().splitlines()[0]}. Fix the rows the test writes."
         ) from exc
-
-
-def _check_dialect(engine: Engine) -> None:
-    """0.1 supports PostgreSQL only: elsewhere CREATE TABLE may commit on its own and leak tables."""
-    if engine.dialect.name != "postgresql":
-        raise ConfigurationError(
-            f"dbtestcase 0.1 runs tests on PostgreSQL only (the URL {mask(engine.url)} is "
-            f"{engine.dialect.name}): point the URL at a PostgreSQL server, or pass no URL and "
-            "dbtestcase starts one."
-        )
-
-
-def _has_deferrable_constraints(connection: Connection) -> bool:
-    if connection.dialect.name != "postgresql":
-        return False
-    return bool(connection.scalar(text("SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE condeferrable)")))
 
 
 # --- the module-level API -----------------------------------------------------------------------

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 import dbtestcase
 from dbtestcase import ConfigurationError, LockTimeoutError, TestDatabase
-from dbtestcase.database import LEFTOVER_MARK
+from dbtestcase.schema import LEFTOVER_MARK
 from tests.functional.support import server_url, tables_seen_by_another_connection, unique_metadata
 
 

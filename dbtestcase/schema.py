@@ -1,0 +1,104 @@
+"""Creating the tables: inside the outer transaction, or committed for drop_tables=True."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import MetaData, Table, inspect, text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+
+from . import engine as _engine
+from .exceptions import ConfigurationError, LockTimeoutError
+from .reset import LOCK_NOT_AVAILABLE, drop_tables, existing_tables, open_transactions
+from .urls import mask
+
+log = logging.getLogger(__name__)
+
+#: The comment on tables made with drop_tables=True: a later run may drop them as leftovers.
+LEFTOVER_MARK = "dbtestcase: created for tests with drop_tables=True; safe to drop"
+
+
+def check_dialect(engine: Engine) -> None:
+    """0.1 supports PostgreSQL only: elsewhere CREATE TABLE may commit on its own and leak tables.
+
+    Raises:
+        ConfigurationError: the URL is not PostgreSQL.
+    """
+    if engine.dialect.name != "postgresql":
+        raise ConfigurationError(
+            f"dbtestcase 0.1 runs tests on PostgreSQL only (the URL {mask(engine.url)} is "
+            f"{engine.dialect.name}): point the URL at a PostgreSQL server, or pass no URL and "
+            "dbtestcase starts one."
+        )
+
+
+def create_in_transaction(connection: Connection, metadata: MetaData, lock_timeout: float) -> list[Table]:
+    """create_all inside the outer transaction, never waiting forever for a catalog lock.
+
+    Another uncommitted transaction that creates the same tables (a second TestDatabase on the
+    same database, a parallel run) would block CREATE TABLE until it ends.
+
+    Returns:
+        The tables that existed already: they are used as they are, never created or dropped.
+
+    Raises:
+        LockTimeoutError: another transaction held the same tables for ``lock_timeout`` seconds.
+    """
+    preexisting = existing_tables(connection, metadata)
+    connection.exec_driver_sql(f"SET LOCAL lock_timeout = {max(1, int(lock_timeout * 1000))}")
+    try:
+        metadata.create_all(connection)
+    except DBAPIError as exc:
+        if getattr(exc.orig, "pgcode", None) != LOCK_NOT_AVAILABLE:
+            raise
+        connection.exec_driver_sql("ROLLBACK; BEGIN")
+        raise LockTimeoutError(
+            f"creating the tables in {mask(connection.engine.url)} waited lock_timeout="
+            f"{lock_timeout:g}s for another transaction that holds the same tables "
+            f"({open_transactions(connection)}). Two test databases with the same tables "
+            "cannot share one database at once: tear the other down first, or give this "
+            "one another database (url=...)."
+        ) from exc
+    connection.exec_driver_sql("SET LOCAL lock_timeout = DEFAULT")
+    return preexisting
+
+
+def create_committed(engine: Engine, metadata: MetaData, lock_timeout: float) -> None:
+    """drop_tables mode: create the tables committed, marked as ours by a table comment.
+
+    Tables that already exist are never adopted (teardown would drop someone's data), except
+    leftovers marked by a run that was killed before its teardown: those are dropped first.
+
+    Raises:
+        ConfigurationError: some of the tables exist and are not marked as ours.
+    """
+    with _engine.connect(engine) as connection:
+        inspector = inspect(connection)
+        found = existing_tables(connection, metadata)
+        ours = [t for t in found if inspector.get_table_comment(t.name, schema=t.schema).get("text") == LEFTOVER_MARK]
+        theirs = [t.fullname for t in found if t not in ours]
+        connection.rollback()  # end the inspection's transaction
+        if theirs:
+            raise ConfigurationError(
+                f"drop_tables=True would drop tables that already exist in {mask(engine.url)}: "
+                f"{', '.join(theirs)}. dbtestcase drops only tables it created: drop them yourself "
+                "(dbtestcase.drop_all), use another database, or leave drop_tables off."
+            )
+        if ours:
+            log.info("dropping %d tables left by a killed run", len(ours))
+            with connection.begin():
+                drop_tables(connection, metadata, lock_timeout, ours)
+        with connection.begin():
+            metadata.create_all(connection)
+            preparer = connection.dialect.identifier_preparer
+            for table in metadata.sorted_tables:
+                if table.comment is None:
+                    connection.exec_driver_sql(f"COMMENT ON TABLE {preparer.format_table(table)} IS '{LEFTOVER_MARK}'")
+
+
+def has_deferrable_constraints(connection: Connection) -> bool:
+    """Whether any constraint in the database can be deferred (so tests must check them)."""
+    if connection.dialect.name != "postgresql":
+        return False
+    return bool(connection.scalar(text("SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE condeferrable)")))
