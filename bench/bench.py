@@ -1,7 +1,16 @@
 """make bench: the per-test cost of DatabaseTestCase against its alternatives, as ratios.
 
 Everything is measured in one run on one server: $DBTESTCASE_URL if set, else a throwaway
-PostgreSQL started by dbtestcase. Per-test times are medians of several rounds.
+PostgreSQL started by dbtestcase. The approaches are timed in interleaved rounds (each round runs
+every approach in turn), so a change in the machine's load hits them all alike; a figure is the
+median of the rounds.
+
+Rows: "floor" = a hand-written SAVEPOINT / ROLLBACK TO SAVEPOINT on the DBAPI cursor; "recipe" =
+the hand-written SQLAlchemy 2 recipe (begin_nested + Session(join_transaction_mode=
+"create_savepoint") per test); "kit" = DatabaseTestCase run by unittest, with unittest's own cost
+taken out. Rows with the same body are compared with each other: "empty", "session used"
+(session.execute(select(1))), and "one INSERT" (a row in the first table, then cleaned up by the
+approach: rollback, drop_all + create_all, or TRUNCATE of every table).
 """
 
 from __future__ import annotations
@@ -17,17 +26,15 @@ from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import sqlalchemy as sa
-from sqlalchemy.orm import Session
+import sqlalchemy as sa  # noqa: E402
+from sqlalchemy.orm import Session  # noqa: E402
 
-import dbtestcase
-from dbtestcase.server import PostgresServer, shared_server
+import dbtestcase  # noqa: E402
+from dbtestcase.server import PostgresServer, shared_server  # noqa: E402
+from dbtestcase.urls import parse_url  # noqa: E402
 
-ROUNDS = 5
-# Rows: "floor" = raw SAVEPOINT / ROLLBACK TO SAVEPOINT on the DBAPI cursor; "recipe" = the
-# hand-written SQLAlchemy 2 recipe (begin_nested + Session(join_transaction_mode=
-# "create_savepoint") per test); "kit" = DatabaseTestCase run by unittest, unittest's own cost
-# taken out. "session used" rows all run the same body, session.execute(select(1)).
+ROUNDS = 7
+Approach = tuple[Callable[[], None], int]  # (one test, tests per round)
 
 
 def schema(tables: int) -> sa.MetaData:
@@ -41,17 +48,19 @@ def schema(tables: int) -> sa.MetaData:
     return metadata
 
 
-def per_test(run_one: Callable[[], None], count: int) -> float:
-    """Median seconds per call of ``run_one`` over ROUNDS rounds of ``count`` calls."""
-    for _ in range(min(count, 20)):  # warm up caches and the server
-        run_one()
-    rounds = []
-    for _ in range(ROUNDS):
-        start = time.perf_counter()
-        for _ in range(count):
+def interleaved(approaches: dict[str, Approach]) -> dict[str, float]:
+    """Median seconds per test of each approach, over ROUNDS interleaved rounds."""
+    for run_one, count in approaches.values():  # warm up caches and the server
+        for _ in range(min(count, 20)):
             run_one()
-        rounds.append((time.perf_counter() - start) / count)
-    return statistics.median(rounds)
+    rounds: dict[str, list[float]] = {name: [] for name in approaches}
+    for _ in range(ROUNDS):
+        for name, (run_one, count) in approaches.items():
+            start = time.perf_counter()
+            for _ in range(count):
+                run_one()
+            rounds[name].append((time.perf_counter() - start) / count)
+    return {name: statistics.median(values) for name, values in rounds.items()}
 
 
 def unittest_runner(case: type[unittest.TestCase], name: str) -> Callable[[], None]:
@@ -66,24 +75,23 @@ def unittest_runner(case: type[unittest.TestCase], name: str) -> Callable[[], No
     return run_one
 
 
-def measure_isolation(url: sa.engine.URL, tables: int, count: int) -> dict[str, float]:
-    """Seconds per test for each way of isolating tests, on a schema of ``tables`` tables."""
+def measure(url: sa.engine.URL, tables: int, count: int) -> dict[str, float]:
+    """Seconds per test for each approach and body, on a schema of ``tables`` tables."""
     metadata = schema(tables)
     first = metadata.sorted_tables[0]
-    results: dict[str, float] = {}
     database = dbtestcase.TestDatabase(metadata, url).setup()
+    engine = sa.create_engine(url)
+    other = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
     try:
         connection = database.connection
-        raw = connection.connection.dbapi_connection
-        cursor = raw.cursor()
+        cursor = connection.connection.dbapi_connection.cursor()
 
         def floor_empty() -> None:
             cursor.execute("SAVEPOINT floor")
             cursor.execute("ROLLBACK TO SAVEPOINT floor")
 
-        def floor_body() -> None:
-            # The same session body, with the two raw round trips as the only isolation: a
-            # "rollback_only" Session emits no SAVEPOINT of its own.
+        def floor_session() -> None:
+            # The same session body; a "rollback_only" Session emits no SAVEPOINT of its own.
             cursor.execute("SAVEPOINT floor")
             session = Session(bind=connection, join_transaction_mode="rollback_only")
             session.execute(sa.select(1)).all()
@@ -91,7 +99,7 @@ def measure_isolation(url: sa.engine.URL, tables: int, count: int) -> dict[str, 
             cursor.execute("ROLLBACK TO SAVEPOINT floor")
 
         def recipe(body: bool) -> Callable[[], None]:
-            def run_one() -> None:  # the hand-written SQLAlchemy 2 recipe
+            def run_one() -> None:
                 savepoint = connection.begin_nested()
                 session = Session(bind=connection, join_transaction_mode="create_savepoint")
                 if body:
@@ -112,48 +120,50 @@ def measure_isolation(url: sa.engine.URL, tables: int, count: int) -> dict[str, 
             def test_session(self) -> None:
                 self.session.execute(sa.select(1)).all()
 
-            def test_write(self) -> None:
-                self.session.execute(sa.insert(first).values(name="x"))
-                self.session.commit()
+            def test_insert(self) -> None:
+                self.connection.execute(first.insert().values(name="x"))
 
         Kit.database = database
-        results["unittest alone"] = per_test(unittest_runner(Plain, "test_empty"), count)
-        results["floor, empty"] = per_test(floor_empty, count)
-        results["floor, session used"] = per_test(floor_body, count)
-        results["recipe, empty"] = per_test(recipe(False), count)
-        results["recipe, session used"] = per_test(recipe(True), count)
-        results["kit, empty"] = per_test(unittest_runner(Kit, "test_empty"), count) - results["unittest alone"]
-        results["kit, session used"] = per_test(unittest_runner(Kit, "test_session"), count) - results["unittest alone"]
-        results["kit, session insert+commit"] = (
-            per_test(unittest_runner(Kit, "test_write"), count) - results["unittest alone"]
+        names = ", ".join(table.name for table in metadata.sorted_tables)
+
+        def drop_create() -> None:
+            metadata.create_all(other)
+            other.execute(first.insert().values(name="x"))
+            metadata.drop_all(other)
+
+        def truncate() -> None:
+            other.execute(first.insert().values(name="x"))
+            other.exec_driver_sql(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+
+        isolation = interleaved(
+            {
+                "unittest alone": (unittest_runner(Plain, "test_empty"), count),
+                "floor, empty": (floor_empty, count),
+                "recipe, empty": (recipe(False), count),
+                "kit, empty": (unittest_runner(Kit, "test_empty"), count),
+                "floor, session used": (floor_session, count),
+                "recipe, session used": (recipe(True), count),
+                "kit, session used": (unittest_runner(Kit, "test_session"), count),
+                "kit, one INSERT": (unittest_runner(Kit, "test_insert"), count),
+            }
         )
         Kit.doClassCleanups()
+        database.teardown()
+        cleanup = interleaved({"drop_all + create_all, one INSERT": (drop_create, 3)})
+        metadata.create_all(other)
+        try:
+            cleanup.update(interleaved({"TRUNCATE, one INSERT": (truncate, 10)}))
+        finally:
+            metadata.drop_all(other)
     finally:
         database.teardown()
-
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            names = ", ".join(t.name for t in metadata.sorted_tables)
-
-            def create_drop() -> None:
-                metadata.create_all(conn)
-                conn.execute(sa.insert(first).values(name="x"))
-                metadata.drop_all(conn)
-
-            def truncate() -> None:
-                conn.execute(sa.insert(first).values(name="x"))
-                conn.exec_driver_sql(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
-
-            results["drop_all/create_all"] = per_test(create_drop, max(3, count // 100))
-            metadata.create_all(conn)
-            try:
-                results["TRUNCATE"] = per_test(truncate, max(10, count // 10))
-            finally:
-                metadata.drop_all(conn)
-    finally:
+        other.close()
         engine.dispose()
-    return results
+    unittest_cost = isolation.pop("unittest alone")
+    for name in isolation:
+        if name.startswith("kit"):
+            isolation[name] -= unittest_cost
+    return {**isolation, **cleanup}
 
 
 def measure_server() -> dict[str, float]:
@@ -175,47 +185,38 @@ def measure_server() -> dict[str, float]:
     return {"cold": cold, "cached": cached}
 
 
+def report(tables: int, results: dict[str, float]) -> bool:
+    """Print one table of results; return whether its targets are met."""
+    print(f"\nper-test cost at {tables} tables (median of {ROUNDS} interleaved rounds)")
+    print(f"  {'':36} {'per test':>10} {'ratio':>28}")
+    ok = True
+    for body in ("empty", "session used"):
+        floor, recipe, kit = (results[f"{who}, {body}"] for who in ("floor", "recipe", "kit"))
+        for who, value in (("floor", floor), ("recipe", recipe), ("kit", kit)):
+            ratio = f"{value / floor:.2f}x floor, {value / recipe:.2f}x recipe"
+            print(f"  {who + ', ' + body:36} {value * 1e6:8.0f}us {ratio:>28}")
+        met = kit <= 3 * floor and kit <= recipe
+        ok &= met
+        print(f"  target: kit ({body}) within 3x the floor and no slower than the recipe: {'met' if met else 'MISSED'}")
+    kit = results["kit, one INSERT"]
+    print(f"  {'kit, one INSERT':36} {kit * 1e6:8.0f}us")
+    for name in ("drop_all + create_all, one INSERT", "TRUNCATE, one INSERT"):
+        value = results[name]
+        print(f"  {name:36} {value * 1e6:8.0f}us {f'{value / kit:,.0f}x the kit':>28}")
+    if tables == 50:
+        met = results["drop_all + create_all, one INSERT"] >= 500 * kit and results["TRUNCATE, one INSERT"] >= 20 * kit
+        ok &= met
+        print(f"  target: kit >= 500x cheaper than drop/create and >= 20x than TRUNCATE: {'met' if met else 'MISSED'}")
+    return ok
+
+
 def main() -> int:
     url_text = os.environ.get("DBTESTCASE_URL", "").strip()
-    url = dbtestcase.urls.parse_url(url_text) if url_text else dbtestcase.urls.parse_url(shared_server().url)
+    url = parse_url(url_text or shared_server().url)
     print(f"server: {url.render_as_string(hide_password=True)}")
     ok = True
-    by_size = {}
-    for tables, count in ((5, 400), (50, 400)):
-        by_size[tables] = results = measure_isolation(url, tables, count)
-        floor_empty, floor_body = results["floor, empty"], results["floor, session used"]
-        print(
-            f"\nper-test cost at {tables} tables (median of {ROUNDS} rounds; kit = DatabaseTestCase "
-            "setUp+tearDown, unittest's own cost subtracted)"
-        )
-        print(f"  {'':34} {'per test':>12} {'vs floor':>9} {'vs recipe':>9}")
-        for name, value in results.items():
-            floor = floor_body if "session" in name else floor_empty
-            recipe = results["recipe, session used"] if "session" in name else results["recipe, empty"]
-            print(f"  {name:34} {value * 1e6:10.0f}us {value / floor:8.2f}x {value / recipe:8.2f}x")
-        for kind, floor, recipe in (
-            ("empty", floor_empty, results["recipe, empty"]),
-            ("session used", floor_body, results["recipe, session used"]),
-        ):
-            kit = results[f"kit, {kind}"]
-            within = kit <= 3 * floor and kit <= recipe
-            ok &= within
-            print(f"  target kit ({kind}) <= 3x floor and <= recipe: {'met' if within else 'MISSED'}")
-        body = floor_body - floor_empty
-        print(
-            f"  setUp+tearDown alone (session body's own {body * 1e6:.0f}us taken out): floor "
-            f"{floor_empty * 1e6:.0f}us, kit {(results['kit, session used'] - body) * 1e6:.0f}us, "
-            f"recipe {(results['recipe, session used'] - body) * 1e6:.0f}us"
-        )
-        kit = results["kit, session used"]
-        print(
-            f"  per test, drop_all/create_all costs {results['drop_all/create_all'] / kit:,.0f}x and "
-            f"TRUNCATE {results['TRUNCATE'] / kit:,.0f}x the kit with the session used"
-        )
-        if tables == 50:
-            met = results["drop_all/create_all"] >= 500 * kit and results["TRUNCATE"] >= 20 * kit
-            ok &= met
-            print(f"  target at 50 tables (>= 500x cheaper than drop/create, >= 20x than TRUNCATE): {'met' if met else 'MISSED'}")
+    for tables in (5, 50):
+        ok &= report(tables, measure(url, tables, count=300))
     server = measure_server()
     floor = 0.25
     print("\nthrowaway PostgreSQL, start to first query")
@@ -224,7 +225,7 @@ def main() -> int:
     print(f"  cached (copy template): {server['cached']:.2f}s = {ratio:.2f}x the 0.25s floor measured in the notes")
     met = server["cached"] <= 2 * floor
     ok &= met
-    print(f"  target cached start <= 2x floor: {'met' if met else 'MISSED'}")
+    print(f"  target: cached start within 2x the floor: {'met' if met else 'MISSED'}")
     print(f"\nall targets {'met' if ok else 'NOT met'}")
     return 0
 
