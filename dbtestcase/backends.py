@@ -1,0 +1,145 @@
+"""What differs between PostgreSQL, MySQL/MariaDB and SQLite, in one place.
+
+=================  ===========  ==============================================================
+backend            strategy     why
+=================  ===========  ==============================================================
+PostgreSQL         savepoint    transactional DDL: the tables are created inside the outer
+                                transaction and vanish with it
+SQLite             savepoint    transactional DDL too, once pysqlite's own transaction
+                                handling is switched off (SQLAlchemy's documented workaround)
+MySQL, MariaDB     reset        every CREATE/DROP commits at once: the schema is reset
+                                (reflect, drop foreign keys, drop, create) and committed, then
+                                tests run in savepoints as elsewhere
+anything else      reset        the universal method assumes nothing about DDL
+=================  ===========  ==============================================================
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Literal
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, Engine
+
+from .exceptions import ConfigurationError, DestructiveActionError, ImplicitCommitError
+from .urls import mask
+
+Strategy = Literal["auto", "savepoint", "reset"]
+STRATEGIES = ("auto", "savepoint", "reset")
+
+#: Set to 1 to let the reset strategy and drop_all work on a database whose name lacks "test".
+ALLOW_DESTRUCTIVE_ENV = "DBTESTCASE_ALLOW_DESTRUCTIVE"
+
+_TRANSACTIONAL_DDL = ("postgresql", "sqlite")
+_MYSQL = ("mysql", "mariadb")
+
+# Statements that make MySQL/MariaDB commit the open transaction at once (temporary tables aside).
+_IMPLICIT_COMMIT = re.compile(
+    r"^\s*(?:(?:CREATE|ALTER|DROP)\s+(?!TEMPORARY\b)|TRUNCATE\b|RENAME\s+TABLE\b|LOCK\s+TABLES?\b|"
+    r"UNLOCK\s+TABLES?\b|GRANT\b|REVOKE\b)",
+    re.IGNORECASE,
+)
+
+# URLs registered by the throwaway servers: they count as test databases whatever their name.
+_throwaway_urls: set[str] = set()
+
+
+def is_mysql(name: str) -> bool:
+    """Whether a dialect name is MySQL or MariaDB."""
+    return name in _MYSQL
+
+
+def resolve_strategy(strategy: str, engine: Engine) -> str:
+    """The strategy to use on ``engine``: ``"auto"`` picks it from the dialect (see the table above).
+
+    Raises:
+        ConfigurationError: an unknown strategy, or "savepoint" where DDL commits on its own.
+    """
+    if strategy not in STRATEGIES:
+        raise ConfigurationError(f"strategy must be one of {', '.join(map(repr, STRATEGIES))} (got {strategy!r}).")
+    name = engine.dialect.name
+    if strategy == "auto":
+        return "savepoint" if name in _TRANSACTIONAL_DDL else "reset"
+    if strategy == "savepoint" and name not in _TRANSACTIONAL_DDL:
+        raise ConfigurationError(
+            f"strategy='savepoint' needs transactional DDL, which {name} lacks (CREATE TABLE would commit "
+            "and the tables would outlive the run): use strategy='reset' or leave strategy='auto'."
+        )
+    return strategy
+
+
+def prepare_engine(engine: Engine) -> None:
+    """Make the engine fit for tests in savepoints.
+
+    SQLite: pysqlite begins and commits on its own and mishandles SAVEPOINT; SQLAlchemy's documented
+    workaround hands transaction control back (``isolation_level = None`` and an explicit ``BEGIN``).
+    Foreign keys are switched on, as a production database enforces them.
+    """
+    if engine.dialect.name != "sqlite" or engine.dialect.driver != "pysqlite":
+        return
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN")
+
+
+def guard_implicit_commits(connection: Connection) -> None:
+    """On MySQL/MariaDB, refuse statements inside tests that would commit the outer transaction."""
+    if not is_mysql(connection.dialect.name):
+        return
+
+    @event.listens_for(connection, "before_cursor_execute", retval=True)
+    def _check(conn: Connection, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> Any:
+        if _IMPLICIT_COMMIT.match(statement):
+            head = " ".join(statement.split())[:60]
+            raise ImplicitCommitError(
+                f"the statement {head!r} would make {conn.dialect.name} commit the test's transaction at once "
+                "(DDL commits implicitly there), so its rows would leak into every later test: create the "
+                "schema through the metadata before the tests, or use a TEMPORARY table."
+            )
+        return statement, parameters
+
+
+def register_throwaway(url: URL | str) -> None:
+    """Remember a throwaway server's URL: its databases count as test databases."""
+    _throwaway_urls.add(_key(url))
+
+
+def is_test_database(url: URL) -> bool:
+    """A throwaway server's database, SQLite in memory, or a database whose name contains "test"."""
+    if _key(url) in _throwaway_urls:
+        return True
+    database = url.database or ""
+    if url.get_backend_name() == "sqlite":
+        if database in ("", ":memory:") or database.startswith("file::memory:"):
+            return True
+        database = os.path.basename(database)
+    return "test" in database.lower()
+
+
+def check_destructive(url: URL, what: str, allow: bool) -> None:
+    """Refuse ``what`` (which destroys tables) on a database that is not evidently a test database.
+
+    Raises:
+        DestructiveActionError: the database name lacks "test" and no opt-in was given.
+    """
+    if allow or os.environ.get(ALLOW_DESTRUCTIVE_ENV, "").strip() == "1" or is_test_database(url):
+        return
+    raise DestructiveActionError(
+        f"{what} drops tables, and the database {url.database!r} ({mask(url)}) does not look like a test "
+        f"database (its name lacks 'test'): point the URL at a test database, or opt in with "
+        f"allow_destructive=True or {ALLOW_DESTRUCTIVE_ENV}=1."
+    )
+
+
+def _key(url: URL | str) -> str:
+    return str(url if isinstance(url, URL) else url).split("?")[0]
