@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from . import backends, schema
 from . import engine as _engine
 from .backends import STRATEGIES
-from .exceptions import ConfigurationError, DeferredConstraintError
+from .exceptions import ConfigurationError, DbTestCaseError, DeferredConstraintError
 from .reset import check_transactional, drop_all, reset_schema
 from .urls import UrlLike, configured_url, mask, parse_url
 
@@ -204,6 +204,7 @@ class TestDatabase:
             try:
                 if self._server_side_begin:
                     connection.exec_driver_sql("ROLLBACK")
+                    backends.release_transaction(connection)
             finally:
                 connection.close()  # rolls back SQLAlchemy's own transaction, if that is the outer one
             if self.drop_tables:
@@ -280,6 +281,17 @@ class TestDatabase:
                 # it over ("control_fully") instead of making their own SAVEPOINT.
                 connection.begin()
             return
+        if not connection.in_transaction():
+            # The test committed or rolled back the shared connection itself: the savepoints
+            # are gone with the outer transaction. Begin anew so that later tests run.
+            self._levels.clear()
+            connection.begin()
+            raise DbTestCaseError(
+                f"the test ended the outer transaction with commit() or rollback() on the shared connection "
+                f"({connection.dialect.name} drivers do not let dbtestcase prevent it); what it wrote before "
+                "is committed and may be seen by later tests. Use self.session.commit() (it stays inside the "
+                "test's savepoint) or connection.begin_nested()."
+            )
         checked = session is not None and session.in_transaction()
         try:
             if checked:
@@ -308,10 +320,10 @@ class TestDatabase:
             # SQLite checks deferred foreign keys only at COMMIT; the pragma lists the violations.
             broken = self.connection.exec_driver_sql("PRAGMA foreign_key_check").all()
             if broken:
-                tables = ", ".join(sorted({f"{row[0]} -> {row[2]}" for row in broken}))
+                keys = ", ".join(sorted({f"{row[0]} -> {row[2]}" for row in broken}))
                 raise DeferredConstraintError(
-                    f"the test left a deferred foreign key violated, which COMMIT would reject in production: "
-                    f"{len(broken)} rows ({tables}). Fix the rows the test writes."
+                    "the test left a deferred constraint violated, which COMMIT would reject in production: "
+                    f"foreign key {keys} ({len(broken)} rows). Fix the rows the test writes."
                 )
             return
         try:
@@ -336,10 +348,7 @@ class TestDatabase:
         reach the server (psycopg2 ignores them in autocommit mode), so no test can end the
         outer transaction, and the per-test rollback needs a single round trip.
         """
-        if connection.dialect.driver == "psycopg2":
-            connection.execution_options(isolation_level="AUTOCOMMIT")
-            connection.exec_driver_sql("BEGIN")
-            self._server_side_begin = True
+        self._server_side_begin = backends.own_transaction(connection)
         # SQLAlchemy's own transaction (a no-op at the server in autocommit mode; the BEGIN
         # above autobegan it): with it, a Session on this connection makes its own SAVEPOINT.
         if not connection.in_transaction():

@@ -40,6 +40,13 @@ SYSTEM_DIRS = ("/usr/sbin", "/usr/local/mysql/bin", "/usr/local/bin")
 INSTALL_DB_NAMES = ("mariadb-install-db", "mysql_install_db")
 INSTALL_OPTIONS = ("--auth-root-authentication-method=normal", "--skip-test-db", "--skip-name-resolve")
 DATABASE = "test"
+# Run by mariadb-install-db last. It also drops the accounts named after this host, which --skip-name-resolve
+# ignores with a warning at every start, so that the template does not depend on the host name.
+_TEMPLATE_SQL = f"""
+CREATE DATABASE IF NOT EXISTS `{DATABASE}`;
+DELETE FROM mysql.global_priv WHERE Host NOT IN ('localhost', '127.0.0.1', '::1');
+DELETE FROM mysql.proxies_priv WHERE Host NOT IN ('localhost', '127.0.0.1', '::1');
+"""
 _FIXES = (f"Fix it: install MariaDB (for example apt-get install mariadb-server), or set {ENV_MARIADB_BINDIR} to the "
           "directory of its mariadbd; or set DBTESTCASE_URL to a database server you already have.")
 
@@ -98,9 +105,9 @@ def _find_install_db(mariadbd: str) -> tuple[str, str | None]:
             if os.access(path, os.X_OK):
                 return path, basedir
     for name in INSTALL_DB_NAMES:
-        path = shutil.which(name)
-        if path:
-            return path, None
+        found = shutil.which(name)
+        if found:
+            return found, None
     looked = ", ".join(directory for directory, _ in places)
     raise ServerNotFoundError(f"mariadb-install-db (or mysql_install_db) was not found for {mariadbd}: looked in {looked} "
                               f"and on PATH. Install the MariaDB server package that provides it, or set "
@@ -120,6 +127,27 @@ def _version(mariadbd: str) -> str:
                                    "mariadbd (MySQL's mysqld is not supported).")
         _versions[mariadbd] = match.group(1)
     return _versions[mariadbd]
+
+
+def _answers(port: int) -> bool:
+    """Tell whether the server on ``port`` lets root run SELECT 1 in ``test``, through PyMySQL (which the url needs
+    anyway); without PyMySQL, whether it sends the protocol 10 handshake. Other login errors are raised."""
+    if importlib.util.find_spec("pymysql") is None:
+        return _greets(port)
+    import pymysql
+
+    try:
+        conn = pymysql.connect(host="127.0.0.1", port=port, user="root", database=DATABASE, connect_timeout=5)
+    except pymysql.OperationalError as exc:
+        if exc.args and exc.args[0] >= 2000:  # a client error: not listening, or reset while the server loads grants
+            return False
+        raise
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    finally:
+        conn.close()
+    return True
 
 
 def _greets(port: int) -> bool:
@@ -155,7 +183,7 @@ class MariaDBServer:
         "--innodb-flush-log-at-trx-commit=0", "--innodb-doublewrite=0", "--innodb-buffer-pool-load-at-startup=0",
         "--innodb-buffer-pool-dump-at-shutdown=0", "--skip-log-bin", "--skip-name-resolve",
         "--default-storage-engine=InnoDB", "--character-set-server=utf8mb4", "--key-buffer-size=1M",
-        "--aria-pagecache-buffer-size=8M", "--max-connections=200",
+        "--aria-pagecache-buffer-size=8M", "--max-connections=200", "--table-open-cache=400",
     )
 
     def __init__(self, *, bindir: str | None = None, cache_dir: str | None = None) -> None:
@@ -286,7 +314,7 @@ class MariaDBServer:
         assert self.directory and self.mariadbd
         extra = os.path.join(self.directory, "template.sql")
         with open(extra, "w") as f:
-            f.write(f"CREATE DATABASE IF NOT EXISTS `{DATABASE}`;\n")
+            f.write(_TEMPLATE_SQL)
         os.chmod(extra, 0o644)
         cmd = [install_db, "--no-defaults", *INSTALL_OPTIONS, f"--datadir={data}", f"--extra-file={extra}"]
         cmd += [f"--basedir={basedir}"] if basedir else []
@@ -313,12 +341,13 @@ class MariaDBServer:
                    f"--socket={os.path.join(self.directory, 'mysqld.sock')}", f"--pid-file={pidfile}",
                    f"--log-error={logfile}", f"--tmpdir={self.directory}", *self.options]
             with open(logfile, "ab") as out:  # what mariadbd says before it opens the log goes there too
+                if self._runas:
+                    os.fchown(out.fileno(), *self._runas)  # mariadbd reopens it
                 self._proc = self._spawn(cmd, stdout=out, stderr=subprocess.STDOUT)
             self._tell(self._proc.pid)
             problem = self._wait_ready(port, pidfile)
             if problem is None:
                 self.port = port
-                self._check_login()
                 return
             with open(logfile, "rb") as out:
                 error_log = out.read()
@@ -333,34 +362,22 @@ class MariaDBServer:
                 os.unlink(pidfile)
 
     def _wait_ready(self, port: int, pidfile: str) -> str | None:
-        """Poll for the pid file (written once the port is bound) and a handshake; return what went wrong, or None."""
+        """Poll for the pid file (written once the port is bound), then for an answer; return what went wrong, or None."""
         assert self._proc
         deadline = time.monotonic() + READY_TIMEOUT
         while True:
-            if os.path.exists(pidfile) and _greets(port):
-                return None
+            if os.path.exists(pidfile):
+                try:
+                    if _answers(port):
+                        return None
+                except Exception as exc:  # noqa: BLE001 - any DBAPI error: the message shows it
+                    return (f"root could not log in to database {DATABASE!r} ({exc}); if the cached template in "
+                            f"{self.cache_dir} is damaged, remove it (mariadb-*) and try again")
             if self._proc.poll() is not None:
                 return f"mariadbd exited with code {self._proc.returncode}"
             if time.monotonic() > deadline:
                 return f"mariadbd was not ready after {READY_TIMEOUT:g} s"
             time.sleep(0.005)
-
-    def _check_login(self) -> None:
-        """Log in as the url says and run SELECT 1, when PyMySQL is installed (the url needs it anyway)."""
-        if importlib.util.find_spec("pymysql") is None:
-            return
-        import pymysql
-
-        try:
-            conn = pymysql.connect(host="127.0.0.1", port=self.port, user="root", database=DATABASE, connect_timeout=10)
-            try:
-                with conn.cursor() as cursor:
-                    cursor.execute("SELECT 1")
-            finally:
-                conn.close()
-        except pymysql.MySQLError as exc:
-            raise ServerStartError(f"MariaDB started, but root could not run SELECT 1 in database {DATABASE!r}: {exc}; "
-                                   f"remove the cached templates in {self.cache_dir} and try again.") from exc
 
     def _teardown(self) -> None:
         """Undo whatever start() did, in reverse order."""

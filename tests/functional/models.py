@@ -1,4 +1,4 @@
-"""The schema the functional tests run on: a foreign key, a unique name, a deferrable FK."""
+"""The schemas the functional tests run on: a foreign key and a unique name; a deferrable FK apart."""
 
 from __future__ import annotations
 
@@ -25,10 +25,18 @@ class Book(Base):
     author = relationship("Author", back_populates="books")
 
 
-class Review(Base):
+class DeferredBase(DeclarativeBase):
+    """A schema of its own: MySQL/MariaDB cannot create a deferrable foreign key at all."""
+
+
+class Shelf(DeferredBase):
+    __tablename__ = "dbtc_shelves"
+    id = Column(Integer, primary_key=True)
+
+
+class Label(DeferredBase):
     """A deferrable foreign key: violations surface only at COMMIT (or SET CONSTRAINTS)."""
 
-    __tablename__ = "dbtc_reviews"
+    __tablename__ = "dbtc_labels"
     id = Column(Integer, primary_key=True)
-    book_id = Column(Integer, ForeignKey("dbtc_books.id", deferrable=True, initially="DEFERRED"), nullable=False)
-    stars = Column(Integer, nullable=False)
+    shelf_id = Column(Integer, ForeignKey("dbtc_shelves.id", deferrable=True, initially="DEFERRED"), nullable=False)

@@ -6,9 +6,13 @@ import os
 import subprocess
 import sys
 import textwrap
+import unittest
 from pathlib import Path
+from typing import TypeVar
 
 import sqlalchemy as sa
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,6 +26,35 @@ def tables_seen_by_another_connection(url: sa.engine.URL, names: list[str]) -> l
             return [name for name in names if inspector.has_table(name)]
     finally:
         engine.dispose()
+
+
+def rows_seen_by_another_connection(url: sa.engine.URL, name: str) -> int:
+    """How many rows a fresh connection sees in table ``name`` (0 when the table does not exist).
+
+    With the savepoint strategy the table itself is invisible to others; with the reset strategy
+    (MySQL/MariaDB) it exists, committed and empty.
+    """
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            if not sa.inspect(connection).has_table(name):
+                return 0
+            return connection.scalar(sa.select(sa.func.count()).select_from(sa.table(name))) or 0
+    finally:
+        engine.dispose()
+
+
+def backend() -> str:
+    """The dialect name of the server the suite runs on: postgresql, mysql, mariadb or sqlite."""
+    return server_url().get_backend_name()
+
+
+def skip_unless(*backends: str, why: str) -> unittest.case._SkipDecorator | object:
+    """Skip a test or class unless the suite runs on one of ``backends`` (dialect names)."""
+    import unittest
+
+    name = backend()
+    return unittest.skipUnless(name in backends, f"{why} (the suite runs on {name})")
 
 
 def write_project(directory: Path, files: dict[str, str]) -> Path:

@@ -6,12 +6,12 @@ import threading
 import unittest
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError, ProgrammingError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 import dbtestcase
-from tests.functional.models import Author, Base, Book, Review
-from tests.functional.support import tables_seen_by_another_connection
+from tests.functional.models import Author, Base, Book, DeferredBase, Label, Shelf
+from tests.functional.support import rows_seen_by_another_connection, skip_unless
 
 
 def setUpModule() -> None:
@@ -44,8 +44,8 @@ class SessionEscapes(BlankSlateCase):
         self.session.add(Author(name="ann"))
         self.session.commit()
         self.assertEqual(count(self.session, Author), 1)
-        seen = tables_seen_by_another_connection(self.test_database.url, ["dbtc_authors"])
-        self.assertEqual(seen, [], "the tables must live only inside the test transaction")
+        seen = rows_seen_by_another_connection(self.test_database.url, "dbtc_authors")
+        self.assertEqual(seen, 0, "the rows must live only inside the test transaction")
 
     def test_commit_then_rollback(self) -> None:
         """rollback() after commit() undoes only what came after the commit, as in production."""
@@ -109,14 +109,14 @@ class ConnectionEscapes(BlankSlateCase):
     def test_failed_statement(self) -> None:
         """A failed statement (PostgreSQL aborts the transaction) does not break the next test."""
         self.connection.execute(sa.insert(Author).values(name="ann"))
-        with self.assertRaises(ProgrammingError):
+        with self.assertRaises(DBAPIError):
             self.connection.exec_driver_sql("SELECT * FROM no_such_table")
 
     def test_commit_on_the_connection(self) -> None:
         """connection.commit() does not reach the server: nothing becomes visible to others."""
         self.connection.execute(sa.insert(Author).values(name="ann"))
         self.connection.commit()
-        self.assertEqual(tables_seen_by_another_connection(self.test_database.url, ["dbtc_authors"]), [])
+        self.assertEqual(rows_seen_by_another_connection(self.test_database.url, "dbtc_authors"), 0)
 
     def test_rollback_on_the_connection(self) -> None:
         """connection.rollback() does not end the outer transaction: the tables are still there."""
@@ -172,6 +172,7 @@ class AfterTestData(BlankSlateCase):
         self.assertEqual(count(self.session, Author), 0)
 
 
+@skip_unless("postgresql", "sqlite", why="MySQL and MariaDB never roll back AUTO_INCREMENT")
 class SequenceTests(dbtestcase.DatabaseTestCase):
     """reset_sequences = True: every test gets the same ids."""
 
@@ -192,6 +193,7 @@ class SequenceTests(dbtestcase.DatabaseTestCase):
         self.assertEqual([a.id for a in authors], [1, 2])
 
 
+@skip_unless("postgresql", "sqlite", why="MySQL and MariaDB never roll back AUTO_INCREMENT")
 class SequencesWithTestData(dbtestcase.DatabaseTestCase):
     """With setUpTestData, each test's ids continue from the class data's."""
 
@@ -213,58 +215,68 @@ class SequencesWithTestData(dbtestcase.DatabaseTestCase):
         self.test_a()
 
 
+@skip_unless("postgresql", "sqlite", why="MySQL and MariaDB have no deferrable constraints")
 class DeferredConstraints(unittest.TestCase):
     """A deferred foreign key violated by a test fails that test instead of passing silently."""
 
-    def run_inner(self, case: type[unittest.TestCase]) -> unittest.TestResult:
-        # TestCase.run, not a suite: a suite would run this module's setUpModule again.
+    database: dbtestcase.TestDatabase
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.database = dbtestcase.TestDatabase(DeferredBase.metadata).setup()
+        cls.addClassCleanup(cls.database.teardown)
+
+    def run_inner(self, body: object) -> unittest.TestResult:
+        """Run a DatabaseTestCase whose one test is ``body``; TestCase.run, so no module fixtures rerun."""
+        inner = type("Inner", (dbtestcase.DatabaseTestCase,), {"database": self.database, "test_it": body})
         result = unittest.TestResult()
-        for name in unittest.defaultTestLoader.getTestCaseNames(case):
-            case(name).run(result)
-        case.doClassCleanups()
+        inner("test_it").run(result)
+        inner.doClassCleanups()
         return result
 
     def test_violation_fails_the_test(self) -> None:
-        """A review of a book that does not exist is reported as DeferredConstraintError."""
+        """A label on a shelf that does not exist is reported as DeferredConstraintError."""
 
-        class Inner(dbtestcase.DatabaseTestCase):
-            def test_bad_review(self) -> None:
-                self.session.add(Review(book_id=424242, stars=5))
-                self.session.commit()  # deferred: accepted here, as it is in production until COMMIT
+        def test_it(case: dbtestcase.DatabaseTestCase) -> None:
+            case.session.add(Label(shelf_id=424242))
+            case.session.commit()  # deferred: accepted here, as it is in production until COMMIT
 
-        result = self.run_inner(Inner)
+        result = self.run_inner(test_it)
         self.assertEqual(result.testsRun, 1)
         self.assertEqual(len(result.failures), 1, result.errors)
-        self.assertIn("DeferredConstraintError", result.failures[0][1])
-        self.assertIn("deferred constraint violated", result.failures[0][1])
+        self.assertIn("DeferredConstraintError: the test left a deferred constraint violated", result.failures[0][1])
 
     def test_violation_inside_open_session(self) -> None:
         """Also when the session is still in its transaction at the end of the test."""
 
-        class Inner(dbtestcase.DatabaseTestCase):
-            def test_bad_review(self) -> None:
-                self.session.add(Review(book_id=424242, stars=5))
-                self.session.flush()
+        def test_it(case: dbtestcase.DatabaseTestCase) -> None:
+            case.session.add(Label(shelf_id=424242))
+            case.session.flush()
 
-        result = self.run_inner(Inner)
+        result = self.run_inner(test_it)
         self.assertEqual(len(result.failures), 1, result.errors)
         self.assertIn("DeferredConstraintError", result.failures[0][1])
 
     def test_valid_rows_pass(self) -> None:
-        """A review of an existing book passes."""
+        """A violation mended before the end of the test passes."""
 
-        class Inner(dbtestcase.DatabaseTestCase):
-            def test_good_review(self) -> None:
-                book = Book(title="t", author=Author(name="a"))
-                self.session.add(Review(book_id=0, stars=1))
-                self.session.flush()
-                self.session.execute(sa.delete(Review))
-                self.session.add(book)
-                self.session.flush()
-                self.session.add(Review(book_id=book.id, stars=5))
-                self.session.commit()
+        def test_it(case: dbtestcase.DatabaseTestCase) -> None:
+            case.session.add(Label(shelf_id=7))
+            case.session.flush()
+            case.session.add(Shelf(id=7))
+            case.session.commit()
 
-        result = self.run_inner(Inner)
+        result = self.run_inner(test_it)
+        self.assertTrue(result.wasSuccessful(), result.errors + result.failures)
+
+    def test_next_test_is_clean(self) -> None:
+        """After a violation, the next test starts with no labels."""
+
+        def test_it(case: dbtestcase.DatabaseTestCase) -> None:
+            case.assertEqual(count(case.session, Label), 0)
+
+        self.run_inner(lambda case: case.session.add(Label(shelf_id=1)))
+        result = self.run_inner(test_it)
         self.assertTrue(result.wasSuccessful(), result.errors + result.failures)
 
 
@@ -291,13 +303,13 @@ class ThreadsSeeNothingLeaked(BlankSlateCase):
         """Another thread with its own connection does not see the test's committed rows."""
         self.session.add(Author(name="ann"))
         self.session.commit()
-        seen: list[list[str]] = []
+        seen: list[int] = []
         thread = threading.Thread(
-            target=lambda: seen.append(tables_seen_by_another_connection(self.test_database.url, ["dbtc_authors"]))
+            target=lambda: seen.append(rows_seen_by_another_connection(self.test_database.url, "dbtc_authors"))
         )
         thread.start()
         thread.join(30)
-        self.assertEqual(seen, [[]])
+        self.assertEqual(seen, [0])
 
 
 class SessionSemantics(dbtestcase.DatabaseTestCase):
