@@ -72,7 +72,10 @@ def create_committed(engine: Engine, metadata: MetaData, lock_timeout: float) ->
     with _engine.connect(engine) as connection:
         inspector = inspect(connection)
         found = existing_tables(connection, metadata)
-        ours = [t for t in found if inspector.get_table_comment(t.name, schema=t.schema).get("text") == LEFTOVER_MARK]
+        # Only PostgreSQL gets here with marks (MySQL resets instead; SQLite has no table comments,
+        # so its leftovers cannot be told apart from someone's tables and are refused).
+        marks = connection.dialect.name == "postgresql"
+        ours = [t for t in found if marks and inspector.get_table_comment(t.name, schema=t.schema).get("text") == LEFTOVER_MARK]
         theirs = [t.fullname for t in found if t not in ours]
         connection.rollback()  # end the inspection's transaction
         if theirs:
@@ -87,10 +90,11 @@ def create_committed(engine: Engine, metadata: MetaData, lock_timeout: float) ->
                 drop_tables(connection, metadata, lock_timeout, ours)
         with connection.begin():
             metadata.create_all(connection)
-            preparer = connection.dialect.identifier_preparer
-            for table in metadata.sorted_tables:
-                if table.comment is None:
-                    connection.exec_driver_sql(f"COMMENT ON TABLE {preparer.format_table(table)} IS '{LEFTOVER_MARK}'")
+            if marks:
+                for table in metadata.sorted_tables:
+                    if table.comment is None:
+                        name = connection.dialect.identifier_preparer.format_table(table)
+                        connection.exec_driver_sql(f"COMMENT ON TABLE {name} IS '{LEFTOVER_MARK}'")
 
 
 def has_deferrable_constraints(connection: Connection, metadata: MetaData) -> bool:
@@ -104,3 +108,4 @@ def has_deferrable_constraints(connection: Connection, metadata: MetaData) -> bo
     if connection.dialect.name == "sqlite":
         return any(fk.deferrable for table in metadata.sorted_tables for fk in table.foreign_key_constraints)
     return False
+

@@ -8,12 +8,13 @@ import unittest
 import sqlalchemy as sa
 
 from dbtestcase import ConnectionFailedError, TestDatabase
-from tests.functional.support import server_url
+from tests.functional.support import server_url, skip_unless
 
 METADATA = sa.MetaData()
 sa.Table("never_created", METADATA, sa.Column("id", sa.Integer, primary_key=True))
 
 
+@skip_unless("postgresql", why="the messages checked are PostgreSQL's")
 class ConnectErrors(unittest.TestCase):
     def setUp(self) -> None:
         real = server_url()

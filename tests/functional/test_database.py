@@ -9,10 +9,11 @@ import sqlalchemy as sa
 import dbtestcase
 from dbtestcase import ConfigurationError, LockTimeoutError, TestDatabase
 from dbtestcase.schema import LEFTOVER_MARK
-from tests.functional.support import server_url, tables_seen_by_another_connection, unique_metadata
+from tests.functional.support import server_url, skip_unless, tables_seen_by_another_connection, unique_metadata
 
 
 class Lifecycle(unittest.TestCase):
+    @skip_unless("postgresql", "sqlite", why="the reset strategy of MySQL/MariaDB commits its tables")
     def test_tables_live_only_inside_the_transaction(self) -> None:
         """Tables exist for the shared connection, are invisible to others, and vanish at teardown."""
         metadata, names = unique_metadata("life")
@@ -38,6 +39,7 @@ class Lifecycle(unittest.TestCase):
         with self.assertRaisesRegex(ConfigurationError, "is not set up"):
             database.engine
 
+    @skip_unless("postgresql", why="SQLite lets one connection write at a time, and a MySQL/MariaDB reset drops every table")
     def test_several_at_once(self) -> None:
         """A module can hold several TestDatabases with different tables at the same time."""
         first, first_names = unique_metadata("multi")
@@ -48,6 +50,7 @@ class Lifecycle(unittest.TestCase):
             self.assertFalse(sa.inspect(two.connection).has_table(first_names[0]))
             self.assertTrue(sa.inspect(two.connection).has_table(second_names[0]))
 
+    @skip_unless("postgresql", why="lock_timeout is PostgreSQL's")
     def test_same_tables_twice_fails_fast(self) -> None:
         """Two databases creating the same tables on one server fail in lock_timeout, not forever."""
         metadata, _ = unique_metadata("clash")
@@ -60,6 +63,7 @@ class Lifecycle(unittest.TestCase):
             self.assertIn("give this one another database", str(caught.exception))
             self.assertFalse(second.is_set_up)
 
+    @skip_unless("postgresql", "sqlite", why="the reset strategy of MySQL/MariaDB commits its tables")
     def test_failed_setup_leaves_nothing(self) -> None:
         """A setup that fails (here: a duplicate table name) closes its connection and engine."""
         metadata, names = unique_metadata("broken")
@@ -70,6 +74,7 @@ class Lifecycle(unittest.TestCase):
         self.assertFalse(database.is_set_up)
 
 
+@skip_unless("postgresql", why="SQLite lets one connection write at a time, and a MySQL/MariaDB reset drops every table")
 class ModuleApi(unittest.TestCase):
     def test_setup_and_teardown_module_nest(self) -> None:
         """setup_module makes its database active; teardown_module restores the previous one."""
@@ -140,6 +145,7 @@ class DropTables(unittest.TestCase):
             database.connection.execute(metadata.tables[names[0]].insert().values(name="x"))
         self.assertEqual(tables_seen_by_another_connection(url, names), [])
 
+    @skip_unless("postgresql", "sqlite", why="the reset strategy of MySQL/MariaDB drops every table by design")
     def test_refuses_existing_tables_and_drops_nothing(self) -> None:
         """Tables that already exist (someone's data) are named, and kept with their rows."""
         metadata, names = unique_metadata("theirs")
@@ -160,6 +166,7 @@ class DropTables(unittest.TestCase):
                 connection.exec_driver_sql(f"DROP TABLE IF EXISTS {names[0]}")
             engine.dispose()
 
+    @skip_unless("postgresql", why="only PostgreSQL tables carry the leftover mark (SQLite has no comments; MySQL resets)")
     def test_leftovers_of_a_killed_run_are_replaced(self) -> None:
         """Tables marked by an earlier drop_tables run that never tore down are dropped and remade."""
         metadata, names = unique_metadata("leftover")
@@ -180,6 +187,7 @@ class DropTables(unittest.TestCase):
 
 
 class PreexistingTables(unittest.TestCase):
+    @skip_unless("postgresql", why="it checks a PostgreSQL sequence")
     def test_reset_sequences_refuses_existing_tables(self) -> None:
         """reset_sequences never touches the sequence of a table that existed before the tests."""
         metadata, names = unique_metadata("seq")
@@ -210,6 +218,7 @@ class PreexistingTables(unittest.TestCase):
             next_id = connection.exec_driver_sql(f"SELECT nextval(pg_get_serial_sequence('{names[0]}', 'id'))").scalar()
         self.assertEqual(next_id, 4, "the sequence was left where it was")
 
+    @skip_unless("postgresql", "sqlite", why="the reset strategy of MySQL/MariaDB drops every table by design")
     def test_tables_with_rows_are_refused_and_kept(self) -> None:
         """Existing tables that hold rows: tests would not start blank, so setup says so and touches nothing."""
         metadata, names = unique_metadata("dirty")

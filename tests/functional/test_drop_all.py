@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 import dbtestcase
 from dbtestcase import LockTimeoutError
-from tests.functional.support import server_url, tables_seen_by_another_connection, unique_metadata
+from tests.functional.support import server_url, skip_unless, tables_seen_by_another_connection, unique_metadata
 
 
 class DropAll(unittest.TestCase):
@@ -28,6 +28,7 @@ class DropAll(unittest.TestCase):
         dbtestcase.drop_all(self.engine, self.metadata, lock_timeout=2)
         self.assertEqual(tables_seen_by_another_connection(self.url, self.names), [])
 
+    @skip_unless("postgresql", why="pg_locks and lock_timeout are PostgreSQL's")
     def test_blocker_is_named(self) -> None:
         """Another process's open transaction makes drop_all fail fast, naming its pid and application."""
         other = sa.create_engine(self.url, connect_args={"application_name": "blocking-app"})
@@ -48,6 +49,7 @@ class DropAll(unittest.TestCase):
         dbtestcase.drop_all(self.engine, self.metadata, lock_timeout=2)
         self.assertEqual(tables_seen_by_another_connection(self.url, self.names), [])
 
+    @skip_unless("postgresql", why="it checks PostgreSQL's lock_timeout setting")
     def test_connection_in_transaction(self) -> None:
         """On a Connection inside a transaction the drop joins it; the caller's commit makes it stick."""
         with self.engine.connect() as connection:

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 import dbtestcase
 from tests.functional.models import Author, Base, Book, DeferredBase, Label, Shelf
-from tests.functional.support import rows_seen_by_another_connection, skip_unless
+from tests.functional.support import backend, rows_seen_by_another_connection, skip_unless
 
 
 def setUpModule() -> None:
@@ -223,7 +223,9 @@ class DeferredConstraints(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls) -> None:
-        cls.database = dbtestcase.TestDatabase(DeferredBase.metadata).setup()
+        # SQLite lets one connection write at a time: a database of its own, in memory.
+        url = "sqlite://" if backend() == "sqlite" else None
+        cls.database = dbtestcase.TestDatabase(DeferredBase.metadata, url).setup()
         cls.addClassCleanup(cls.database.teardown)
 
     def run_inner(self, body: object) -> unittest.TestResult:

@@ -32,12 +32,10 @@ CACHE = ""  # a private template cache for this module, so the tests do not depe
 def _why_skip() -> str:
     if importlib.util.find_spec("pymysql") is None:
         return "PyMySQL is not installed (pip install pymysql)"
-    with mock.patch.dict(os.environ):
-        os.environ.pop(ENV_MARIADB_BINDIR, None)
-        try:
-            find_mariadbd()
-        except ServerNotFoundError as exc:
-            return f"no MariaDB server binary on this machine ({exc})"
+    try:
+        find_mariadbd()
+    except ServerNotFoundError as exc:
+        return f"no MariaDB server binary on this machine ({exc})"
     return ""
 
 
@@ -272,10 +270,7 @@ class FindTest(unittest.TestCase):
     @needs_mariadb
     def test_variable_and_argument_are_used_first(self) -> None:
         """find_mariadbd takes the argument's directory first, then the variable's."""
-        with mock.patch.dict(os.environ):
-            os.environ.pop(ENV_MARIADB_BINDIR, None)
-            found = find_mariadbd()
-        bindir = os.path.dirname(found)
+        bindir = os.path.dirname(find_mariadbd())
         with mock.patch.dict(os.environ, {ENV_MARIADB_BINDIR: bindir, "PATH": ""}):
             self.assertEqual(os.path.dirname(find_mariadbd()), bindir)
             with self.assertRaisesRegex(ServerNotFoundError, r"argument bindir='/nonexistent': no executable"):
