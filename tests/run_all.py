@@ -1,8 +1,11 @@
 """Run the suite once per database, and print the totals as "N passed, N failed" last.
 
-Pass 1 runs everything against a throwaway PostgreSQL that dbtestcase starts itself (the
-fresh-machine path). When $DBTESTCASE_URL is set, pass 2 runs the functional tests against
-that server too.
+1. everything, against a throwaway PostgreSQL that dbtestcase starts itself (the fresh-machine
+   path), with the throwaway servers' own tests;
+2. the functional tests against $DBTESTCASE_URL, when it is set;
+3. the functional tests against SQLite (a file in a temporary folder);
+4. the functional tests against MySQL/MariaDB: $DBTESTCASE_MYSQL_URL when set, else a throwaway
+   MariaDB when mariadbd is installed.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 
 def run_pass(label: str, paths: list[str], env: dict[str, str]) -> tuple[int, int, int, int]:
@@ -40,16 +44,41 @@ def run_pass(label: str, paths: list[str], env: dict[str, str]) -> tuple[int, in
         return total - failed - skipped, failed, skipped, code
 
 
+SERVER_TESTS = ["--ignore=tests/functional/test_server.py", "--ignore=tests/functional/test_mariadb_server.py"]
+
+
+def mysql_url() -> str | None:
+    """$DBTESTCASE_MYSQL_URL, else "mysql://" (a throwaway MariaDB) when mariadbd is installed."""
+    url = os.environ.get("DBTESTCASE_MYSQL_URL", "").strip()
+    if url:
+        return url
+    from dbtestcase.mariadb_server import find_mariadbd
+
+    try:
+        find_mariadbd()
+    except FileNotFoundError:
+        print("no MySQL/MariaDB pass: set DBTESTCASE_MYSQL_URL or install mariadbd")
+        return None
+    return "mysql://"
+
+
 def main() -> int:
     url = os.environ.get("DBTESTCASE_URL", "").strip()
-    throwaway_env = {key: value for key, value in os.environ.items() if key != "DBTESTCASE_URL"}
-    passes = [("pass 1: throwaway PostgreSQL started by dbtestcase", ["tests"], throwaway_env)]
+    base = {key: value for key, value in os.environ.items() if key != "DBTESTCASE_URL"}
+    passes = [("pass 1: throwaway PostgreSQL started by dbtestcase", ["tests"], base)]
     if url:
-        passes.append(("pass 2: the server at $DBTESTCASE_URL", ["tests/functional"], dict(os.environ)))
+        passes.append(("pass 2: the server at $DBTESTCASE_URL", ["tests/functional", *SERVER_TESTS], dict(os.environ)))
+    sqlite_dir = tempfile.TemporaryDirectory(prefix="dbtestcase-sqlite-")
+    sqlite = {**base, "DBTESTCASE_URL": f"sqlite:///{sqlite_dir.name}/test.db"}
+    passes.append(("pass 3: SQLite", ["tests/functional", *SERVER_TESTS], sqlite))
+    mysql = mysql_url()
+    if mysql:
+        passes.append((f"pass 4: MySQL/MariaDB at {mysql}", ["tests/functional", *SERVER_TESTS], {**base, "DBTESTCASE_URL": mysql}))
     passed = failed = skipped = 0
     for label, paths, env in passes:
         p, f, s, _ = run_pass(label, paths, env)
         passed, failed, skipped = passed + p, failed + f, skipped + s
+    sqlite_dir.cleanup()
     print()
     print(f"{passed} passed, {failed} failed, {skipped} skipped")
     return 1 if failed else 0
