@@ -380,7 +380,6 @@ def _throwaway_url(url: URL | None) -> URL:
         from .mariadb_server import shared_mariadb_server
 
         url = parse_url(shared_mariadb_server().url)
-    backends.register_throwaway(url)
     # atexit runs handlers last-in first-out: ours must close before the server stops.
     atexit.unregister(_teardown_leftovers)
     atexit.register(_teardown_leftovers)

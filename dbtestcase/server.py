@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .backends import register_throwaway
 from .binaries import (
     EMBEDDED_PACKAGES,  # noqa: F401 - re-exported, as the constants used to live here
     ENV_BINDIR,  # noqa: F401
@@ -186,6 +187,7 @@ class PostgresServer:
         except BaseException:
             self._teardown()
             raise
+        register_throwaway(self.url)  # its databases count as test databases for the guard
         log.info("started PostgreSQL %s at %s in %s (%.2fs)", self.version, self.url, self.directory,
                  time.monotonic() - began)
         return self

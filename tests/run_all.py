@@ -26,11 +26,16 @@ def run_pass(label: str, paths: list[str], env: dict[str, str]) -> tuple[int, in
     print(f"\n=== {label} ===", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.xml"
-        code = subprocess.call(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}", *paths],
-            cwd=ROOT,
-            env=env,
-        )
+        try:
+            code = subprocess.call(
+                [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}", *paths],
+                cwd=ROOT,
+                env=env,
+                timeout=PASS_TIMEOUT,
+            )
+        except subprocess.TimeoutExpired:
+            print(f"\n{label}: stopped after {PASS_TIMEOUT} s (see the tracebacks above)", flush=True)
+            return 0, 1, 0, 1
         if not report.exists():
             return 0, 1, 0, code or 1
         suites = ET.parse(report).getroot()
@@ -43,6 +48,8 @@ def run_pass(label: str, paths: list[str], env: dict[str, str]) -> tuple[int, in
             failed = 1  # pytest itself broke (usage or internal error)
         return total - failed - skipped, failed, skipped, code
 
+
+PASS_TIMEOUT = 900  # seconds: a hung pass fails instead of eating CI's 90 minutes
 
 SERVER_TESTS = ["--ignore=tests/functional/test_server.py", "--ignore=tests/functional/test_mariadb_server.py"]
 
@@ -73,7 +80,8 @@ def main() -> int:
     passes.append(("pass 3: SQLite", ["tests/functional", *SERVER_TESTS], sqlite))
     mysql = mysql_url()
     if mysql:
-        passes.append((f"pass 4: MySQL/MariaDB at {mysql}", ["tests/functional", *SERVER_TESTS], {**base, "DBTESTCASE_URL": mysql}))
+        mysql_env = {**base, "DBTESTCASE_URL": mysql}
+        passes.append((f"pass 4: MySQL/MariaDB at {mysql}", ["tests/functional", *SERVER_TESTS], mysql_env))
     passed = failed = skipped = 0
     for label, paths, env in passes:
         p, f, s, _ = run_pass(label, paths, env)

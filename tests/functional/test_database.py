@@ -198,7 +198,7 @@ class PreexistingTables(unittest.TestCase):
             metadata.tables[names[0]].create(connection)
             connection.exec_driver_sql(f"INSERT INTO {names[0]} (name) VALUES ('a'), ('b'), ('c')")
             connection.exec_driver_sql(f"DELETE FROM {names[0]}")  # empty, but its sequence is at 3
-        self.addCleanup(lambda: metadata.drop_all(engine))
+        self.addCleanup(dbtestcase.drop_all, engine, metadata, lock_timeout=5, allow_destructive=True)
         database = TestDatabase(metadata, url)
 
         class Sequences(dbtestcase.DatabaseTestCase):
@@ -228,7 +228,7 @@ class PreexistingTables(unittest.TestCase):
         with engine.begin() as connection:
             metadata.tables[names[0]].create(connection)
             connection.exec_driver_sql(f"INSERT INTO {names[0]} (name) VALUES ('precious')")
-        self.addCleanup(lambda: metadata.drop_all(engine))
+        self.addCleanup(dbtestcase.drop_all, engine, metadata, lock_timeout=5, allow_destructive=True)
         with self.assertRaises(ConfigurationError) as caught:
             TestDatabase(metadata, url).setup()
         self.assertIn(f"hold rows: {names[0]}. Tests would not start on a blank slate", str(caught.exception))
