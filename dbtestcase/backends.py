@@ -44,10 +44,6 @@ _IMPLICIT_COMMIT = re.compile(
     re.IGNORECASE,
 )
 
-# URLs registered by the throwaway servers: they count as test databases whatever their name.
-_throwaway_urls: set[str] = set()
-
-
 def is_mysql(name: str) -> bool:
     """Whether a dialect name is MySQL or MariaDB."""
     return name in _MYSQL
@@ -186,15 +182,11 @@ def guard_implicit_commits(connection: Connection) -> None:
         return statement, parameters
 
 
-def register_throwaway(url: URL | str) -> None:
-    """Remember a throwaway server's URL: its databases count as test databases."""
-    _throwaway_urls.add(_key(url))
-
-
 def is_test_database(url: URL) -> bool:
-    """A throwaway server's database, SQLite in memory, or a database whose name contains "test"."""
-    if _key(url) in _throwaway_urls:
-        return True
+    """SQLite in memory, or a database (SQLite: a file) whose name contains "test".
+
+    The throwaway servers' URLs name a database ``test``.
+    """
     database = url.database or ""
     if url.get_backend_name() == "sqlite":
         if database in ("", ":memory:") or database.startswith("file::memory:"):
@@ -217,6 +209,3 @@ def check_destructive(url: URL, what: str, allow: bool) -> None:
         f"allow_destructive=True or {ALLOW_DESTRUCTIVE_ENV}=1."
     )
 
-
-def _key(url: URL | str) -> str:
-    return str(url if isinstance(url, URL) else url).split("?")[0]

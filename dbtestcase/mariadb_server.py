@@ -23,7 +23,6 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .backends import register_throwaway
 from .binaries import _locked, _run_as, _traversable
 from .exceptions import ServerError, ServerNotFoundError, ServerStartError
 from .server import _PDEATHSIG, _WATCHDOG, ENV_CACHE_DIR, READY_TIMEOUT, STOP_TIMEOUT, _deathsig_hook, _run_base, _tail
@@ -253,7 +252,6 @@ class MariaDBServer:
         except BaseException:
             self._teardown()
             raise
-        register_throwaway(self.url)  # its databases count as test databases for the guard
         log.info("started MariaDB %s at %s in %s (%.2fs)", self.version, self.url, self.directory, time.monotonic() - began)
         return self
 

@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .backends import register_throwaway
 from .binaries import (
     EMBEDDED_PACKAGES,  # noqa: F401 - re-exported, as the constants used to live here
     ENV_BINDIR,  # noqa: F401
@@ -149,7 +148,7 @@ class PostgresServer:
         """The SQLAlchemy URL of database ``postgres`` as superuser ``postgres`` (trust authentication, so no password)."""
         if self.port is None:
             raise ServerError("The PostgresServer is not running: call start() before reading its url.")
-        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/postgres"
+        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/test"
 
     def __repr__(self) -> str:
         return f"<PostgresServer pid={self.pid} directory={self.directory!r}>"
@@ -187,7 +186,6 @@ class PostgresServer:
         except BaseException:
             self._teardown()
             raise
-        register_throwaway(self.url)  # its databases count as test databases for the guard
         log.info("started PostgreSQL %s at %s in %s (%.2fs)", self.version, self.url, self.directory,
                  time.monotonic() - began)
         return self
@@ -206,7 +204,8 @@ class PostgresServer:
             kwargs.update(user=self._runas[0], group=self._runas[1], extra_groups=[])
         if _PDEATHSIG and threading.current_thread() is threading.main_thread():  # a thread may end first
             kwargs["preexec_fn"] = _deathsig_hook(os.getpid())
-        return subprocess.Popen(cmd, cwd=self.directory, stdin=subprocess.DEVNULL, start_new_session=True, **kwargs)
+        kwargs.setdefault("stdin", subprocess.DEVNULL)
+        return subprocess.Popen(cmd, cwd=self.directory, start_new_session=True, **kwargs)
 
     def _start_watchdog(self) -> None:
         assert self.directory
@@ -227,7 +226,7 @@ class PostgresServer:
     def _make_data(self, data: str) -> None:
         """Fill ``data`` from the cached template, making the template with initdb first if need be."""
         assert self.bindir
-        ident = hashlib.sha256(f"{os.path.realpath(self.bindir)}\0{self.version}\0{INITDB_OPTIONS}".encode())
+        ident = hashlib.sha256(f"{os.path.realpath(self.bindir)}\0{self.version}\0{INITDB_OPTIONS}\0test".encode())
         template = os.path.join(self.cache_dir, f"template-{self.version}-{ident.hexdigest()[:16]}")
         if not os.path.isdir(template):
             os.makedirs(self.cache_dir, exist_ok=True)
@@ -255,6 +254,16 @@ class PostgresServer:
         if proc.returncode:
             raise ServerStartError(f"initdb failed with exit code {proc.returncode}.\nCommand: {shlex.join(cmd)}\n"
                                    f"Output:\n{_tail(output)}")
+        # A database named "test", so that every process (the guard of DBTESTCASE_ALLOW_DESTRUCTIVE
+        # included) sees a test database in the URL. Single-user mode: no server to start yet.
+        cmd = [os.path.join(self.bindir, "postgres"), "--single", "-D", data, "-c", "fsync=off", "postgres"]
+        proc = self._spawn(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self._tell(proc.pid)
+        output = proc.communicate(b"CREATE DATABASE test;\n")[0]
+        self._tell(0)
+        if proc.returncode or b"ERROR" in output:
+            raise ServerStartError(f"creating database test failed (exit code {proc.returncode}).\n"
+                                   f"Command: {shlex.join(cmd)}\nOutput:\n{_tail(output)}")
 
     def _launch(self, data: str, sockets: str) -> None:
         """Run postgres as our own child on a free port; try another port if someone took it meanwhile."""

@@ -104,7 +104,7 @@ class LifecycleTest(ServerTestCase):
     def test_start_and_query(self) -> None:
         """A started server answers select version() through SQLAlchemy and psycopg2 at its url."""
         srv = self.start(new_server())
-        self.assertRegex(srv.url, r"^postgresql\+psycopg2://postgres@127\.0\.0\.1:\d+/postgres$")
+        self.assertRegex(srv.url, r"^postgresql\+psycopg2://postgres@127\.0\.0\.1:\d+/test$")
         self.assertIn(f"PostgreSQL {srv.version}", select_version(srv.url))
 
     @unittest.skipUnless(IS_ROOT, "only root switches to nobody")
