@@ -15,8 +15,9 @@ $(STAMP): setup.py pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-## Run the project's own tests: against a throwaway PostgreSQL, and also against
-## $DBTESTCASE_URL when it is set. Prints "N passed, N failed" last.
+## Run the project's own tests: against a throwaway PostgreSQL, then against $DBTESTCASE_URL
+## when set, SQLite, and $DBTESTCASE_MYSQL_URL (else a throwaway MariaDB when mariadbd is
+## installed). Prints "N passed, N failed" last.
 test: install
 	$(BIN)/python tests/run_all.py
 

@@ -11,7 +11,7 @@ VERSION = re.search(r'^__version__ = "([^"]+)"', (HERE / "dbtestcase" / "__init_
 setup(
     name="dbtestcase",
     version=VERSION,
-    description="Transactional unittest/nose2/pytest test cases for SQLAlchemy against a real PostgreSQL.",
+    description="Transactional unittest/nose2/pytest test cases for SQLAlchemy against real PostgreSQL, MySQL/MariaDB or SQLite.",
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     author="The dbtestcase developers",

@@ -19,7 +19,7 @@ from .exceptions import (
 )
 from .reset import drop_all
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 __all__ = [
     "ConfigurationError",

@@ -39,8 +39,10 @@ _MYSQL = ("mysql", "mariadb")
 
 # Statements that make MySQL/MariaDB commit the open transaction at once (temporary tables aside).
 _IMPLICIT_COMMIT = re.compile(
-    r"^\s*(?:(?:CREATE|ALTER|DROP)\s+(?!TEMPORARY\b)|TRUNCATE\b|RENAME\s+TABLE\b|LOCK\s+TABLES?\b|"
-    r"UNLOCK\s+TABLES?\b|GRANT\b|REVOKE\b)",
+    r"^\s*(?:(?:CREATE|ALTER|DROP)\s+(?!TEMPORARY\b)|TRUNCATE\b|RENAME\s+(?:TABLE|USER)\b|LOCK\s+TABLES?\b|"
+    r"UNLOCK\s+TABLES?\b|GRANT\b|REVOKE\b|BEGIN\b|START\s+TRANSACTION\b|SET\s+(?:SESSION\s+|@@)?autocommit\b|"
+    r"SET\s+PASSWORD\b|ANALYZE\b|OPTIMIZE\b|REPAIR\b|CHECK\s+TABLE\b|FLUSH\b|CACHE\s+INDEX\b|"
+    r"LOAD\s+INDEX\b|RESET\b|INSTALL\b|UNINSTALL\b|XA\b)",
     re.IGNORECASE,
 )
 
@@ -176,8 +178,9 @@ def guard_implicit_commits(connection: Connection) -> None:
             head = " ".join(statement.split())[:60]
             raise ImplicitCommitError(
                 f"the statement {head!r} would make {conn.dialect.name} commit the test's transaction at once "
-                "(DDL commits implicitly there), so its rows would leak into every later test: create the "
-                "schema through the metadata before the tests, or use a TEMPORARY table."
+                "(DDL and transaction control commit implicitly there), so its rows would leak into every "
+                "later test: create the schema through the metadata before the tests, use a TEMPORARY "
+                "table, or use self.session (its commit() stays inside the test's savepoint)."
             )
         return statement, parameters
 

@@ -39,10 +39,12 @@ class TestDatabase:
     Args:
         metadata: the tables to create (``Base.metadata``).
         url: the database; ``None`` reads ``$DBTESTCASE_URL``, and without it a throwaway
-            PostgreSQL server is started (once per process).
+            PostgreSQL server is started (once per process); ``mysql://`` alone (no host, no
+            database) starts a throwaway MariaDB.
         drop_tables: create the tables *committed*, so that other connections (threads,
             subprocesses, an application server) see them, and drop them at teardown with
-            :func:`dbtestcase.drop_all`. Refuses to start if one of the tables already exists.
+            :func:`dbtestcase.drop_all`. With the savepoint strategy, refuses to start if one of
+            the tables already exists (the reset strategy drops every table anyway).
         lock_timeout: seconds the ``drop_tables`` DROP may wait for a lock before it names
             the blocking sessions and fails.
         echo: log every SQL statement (``create_engine(echo=True)``).
@@ -103,7 +105,7 @@ class TestDatabase:
         self._connection: Connection | None = None
         self._levels: list[str] = []  # names of the SAVEPOINTs we hold, innermost last
         self.checks_constraints = False
-        #: Tables of ``metadata`` that existed before setup(): used, never created or dropped.
+        #: Tables of ``metadata`` that existed before setup(), used as they are and never created or dropped.
         self.preexisting_tables: list[Table] = []
         self._server_side_begin = False
 
@@ -151,7 +153,11 @@ class TestDatabase:
         Raises:
             ConnectionFailedError: the server did not answer or refused the login.
             DriverMissingError: the URL's driver is not installed.
-            ConfigurationError: ``drop_tables=True`` and some of the tables already exist.
+            ConfigurationError: ``drop_tables=True`` and some of the tables already exist, or
+                existing tables hold rows, or the strategy does not fit the database.
+            DestructiveActionError: the reset strategy or ``drop_tables`` on a database whose
+                name lacks "test", without ``allow_destructive``.
+            NonTransactionalTableError: a MySQL/MariaDB table is not InnoDB.
         """
         if self._connection is not None:
             return self
@@ -287,10 +293,11 @@ class TestDatabase:
             self._levels.clear()
             connection.begin()
             raise DbTestCaseError(
-                f"the test ended the outer transaction with commit() or rollback() on the shared connection "
-                f"({connection.dialect.name} drivers do not let dbtestcase prevent it); what it wrote before "
-                "is committed and may be seen by later tests. Use self.session.commit() (it stays inside the "
-                "test's savepoint) or connection.begin_nested()."
+                f"the test ended the outer transaction with commit() or rollback() on the shared connection, "
+                f"which the {connection.dialect.driver} driver does not let dbtestcase prevent (psycopg2, "
+                "pysqlite, PyMySQL and mysqlclient do): what it wrote was committed (and may be seen by later "
+                "tests) or lost with the tables. Use self.session.commit() (it stays inside the test's "
+                "savepoint) or connection.begin_nested(), or one of those drivers."
             )
         checked = session is not None and session.in_transaction()
         try:
@@ -369,8 +376,10 @@ def _raise_if_constraint(exc: DBAPIError) -> None:
 
 
 def _throwaway_url(url: URL | None) -> URL:
-    """``url``, or a throwaway server's: PostgreSQL for no URL, MariaDB for a MySQL URL with no host."""
-    if url is not None and not (backends.is_mysql(url.get_backend_name()) and not url.host and not url.query):
+    """``url``, or a throwaway server's: PostgreSQL for no URL, MariaDB for ``mysql://`` alone."""
+    if url is not None and not (
+        backends.is_mysql(url.get_backend_name()) and not url.host and not url.database and not url.query
+    ):
         return url
     if url is None:
         from .server import shared_server  # imported late: most runs give a URL

@@ -44,9 +44,14 @@ def create_engine(url: URL, *, echo: bool = False, **engine_options: Any) -> Eng
     except ImportError as exc:
         module = (exc.name or "").split(".")[0] or url.get_driver_name()
         package = _DRIVER_PACKAGES.get(module, module)
+        instead = (
+            "pip install 'dbtestcase[mysql]' and use 'mysql+pymysql://'"
+            if url.get_backend_name() in ("mysql", "mariadb")
+            else "use 'postgresql+psycopg2://', which dbtestcase installs"
+        )
         raise DriverMissingError(
             f"the URL {mask(url)} needs the DBAPI driver {module!r}, which is not installed: "
-            f"pip install {package}, or use 'postgresql+psycopg2://', which dbtestcase installs."
+            f"pip install {package}, or {instead}."
         ) from exc
 
 

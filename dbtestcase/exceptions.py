@@ -8,9 +8,9 @@ builtin exception it resembles, so ``except FileNotFoundError`` keeps working::
     |   +-- NoDatabaseError(LookupError)         a DatabaseTestCase with no database
     +-- ConnectionFailedError(ConnectionError)   server unreachable, login refused
     +-- DriverMissingError(ImportError)          the URL's DBAPI driver is not installed
-    +-- ServerError(RuntimeError)                the throwaway PostgreSQL server
-    |   +-- ServerNotFoundError(FileNotFoundError)   no PostgreSQL binaries anywhere
-    |   +-- ServerStartError                     initdb or postgres failed to start
+    +-- ServerError(RuntimeError)                a throwaway server (PostgreSQL, MariaDB)
+    |   +-- ServerNotFoundError(FileNotFoundError)   no server binaries anywhere
+    |   +-- ServerStartError                     the server or its initialisation failed
     +-- LockTimeoutError(TimeoutError)           drop_all blocked by another backend
     +-- DeferredConstraintError(AssertionError)  a test left a deferred constraint broken
     +-- DestructiveActionError(PermissionError)  dropping tables in a database not named for tests
@@ -42,15 +42,15 @@ class DriverMissingError(DbTestCaseError, ImportError):
 
 
 class ServerError(DbTestCaseError, RuntimeError):
-    """The throwaway PostgreSQL server could not be set up, started or stopped."""
+    """A throwaway server (PostgreSQL or MariaDB) could not be set up, started or stopped."""
 
 
 class ServerNotFoundError(ServerError, FileNotFoundError):
-    """No PostgreSQL server binaries were found."""
+    """No server binaries were found (PostgreSQL's, or MariaDB's for a ``mysql://`` URL)."""
 
 
 class ServerStartError(ServerError):
-    """initdb or postgres failed; the message carries the end of the server log."""
+    """The server or its initialisation failed; the message carries the end of the server log."""
 
 
 class LockTimeoutError(DbTestCaseError, TimeoutError):

@@ -177,7 +177,7 @@ class MariaDBServer:
     .. versionadded:: 0.2
     """
 
-    #: Server options for the template and every run: small, fast and unsafe, as suits a throwaway server.
+    #: Server options for the template and every run, small, fast and unsafe as suits a throwaway server.
     options: ClassVar[tuple[str, ...]] = (
         "--innodb-buffer-pool-size=16M", "--innodb-log-file-size=8M", "--innodb-log-buffer-size=2M",
         "--innodb-flush-log-at-trx-commit=0", "--innodb-doublewrite=0", "--innodb-buffer-pool-load-at-startup=0",

@@ -54,7 +54,8 @@ def drop_all(
         bind: an Engine, or a Connection (inside a transaction: the drop joins it through a
             savepoint and the caller commits).
         metadata: the tables to drop; tables that do not exist are skipped.
-        lock_timeout: seconds to wait for each table lock.
+        lock_timeout: seconds to wait for each table lock (PostgreSQL's ``lock_timeout``;
+            MySQL/MariaDB's ``lock_wait_timeout``).
         tables: only these tables of ``metadata`` (as in ``MetaData.drop_all``).
         allow_destructive: drop even where the database's name lacks "test" (also
             ``DBTESTCASE_ALLOW_DESTRUCTIVE=1``); throwaway servers never need it.
@@ -66,6 +67,8 @@ def drop_all(
         DestructiveActionError: the database is not evidently a test database.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2
+       ``allow_destructive``, and the guard it opts out of.
     """
     if not isinstance(metadata, MetaData):
         raise ConfigurationError(f"metadata must be a sqlalchemy.MetaData (got {metadata!r} that is a {type(metadata)}).")
@@ -95,6 +98,7 @@ def existing_tables(connection: Connection, metadata: MetaData) -> list[Table]:
 def drop_tables(connection: Connection, metadata: MetaData, lock_timeout: float, tables: Sequence[Table] | None) -> None:
     """Drop inside the connection's current transaction with ``lock_timeout``; no sessions are closed."""
     if connection.dialect.name != "postgresql":
+        _mysql_lock_wait(connection, lock_timeout)
         metadata.drop_all(connection, tables=tables)
         return
     milliseconds = max(1, int(lock_timeout * 1000))
@@ -172,6 +176,7 @@ def reset_schema(
         with connection.begin():
             if connection.dialect.name == "postgresql":
                 connection.exec_driver_sql(f"SET LOCAL lock_timeout = {max(1, int(lock_timeout * 1000))}")
+            _mysql_lock_wait(connection, lock_timeout)
             if connection.dialect.name == "sqlite":
                 connection.exec_driver_sql("PRAGMA defer_foreign_keys = ON")  # SQLite cannot drop a constraint
             else:
@@ -185,6 +190,12 @@ def reset_schema(
             if base_data is not None:
                 base_data(connection)
     log.info("reset %s: dropped %d tables, created %d", engine.url.database, len(reflected.tables), len(metadata.tables))
+
+
+def _mysql_lock_wait(connection: Connection, lock_timeout: float) -> None:
+    """MySQL/MariaDB: DDL waits for metadata locks up to lock_wait_timeout (a day by default)."""
+    if is_mysql(connection.dialect.name):
+        connection.exec_driver_sql(f"SET SESSION lock_wait_timeout = {max(1, round(lock_timeout))}")
 
 
 def check_transactional(connection: Connection, metadata: MetaData) -> None:

@@ -145,7 +145,7 @@ class PostgresServer:
 
     @property
     def url(self) -> str:
-        """The SQLAlchemy URL of database ``postgres`` as superuser ``postgres`` (trust authentication, so no password)."""
+        """The SQLAlchemy URL of database ``test`` as superuser ``postgres`` (trust authentication, so no password)."""
         if self.port is None:
             raise ServerError("The PostgresServer is not running: call start() before reading its url.")
         return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/test"

@@ -135,8 +135,20 @@ class MySQLPitfalls(unittest.TestCase):
 
             def test_temporary(case: dbtestcase.DatabaseTestCase) -> None:
                 case.connection.exec_driver_sql("CREATE TEMPORARY TABLE ddl_temp (id int)")
+                case.connection.exec_driver_sql("DROP TEMPORARY TABLE ddl_temp")
 
-            result = run_case(database, test_create=test_create, test_temporary=test_temporary, test_truncate=test_truncate)
+            def test_transaction_control(case: dbtestcase.DatabaseTestCase) -> None:
+                for statement in ("BEGIN", "START TRANSACTION", "SET autocommit = 1", "OPTIMIZE TABLE x"):
+                    with case.assertRaises(ImplicitCommitError, msg=statement):
+                        case.connection.exec_driver_sql(statement)
+
+            result = run_case(
+                database,
+                test_create=test_create,
+                test_temporary=test_temporary,
+                test_transaction_control=test_transaction_control,
+                test_truncate=test_truncate,
+            )
             self.assertTrue(result.wasSuccessful(), result.errors + result.failures)
             self.assertEqual(rows_seen_by_another_connection(server_url(), table.name), 0)
         self.assertFalse(sa.inspect(sa.create_engine(server_url())).has_table("ddl_other"))
