@@ -5,12 +5,13 @@ PostgreSQL started by dbtestcase. The approaches are timed in interleaved rounds
 every approach in turn), so a change in the machine's load hits them all alike; a figure is the
 median of the rounds.
 
-Rows: "floor" = a hand-written SAVEPOINT / ROLLBACK TO SAVEPOINT on the DBAPI cursor; "recipe" =
+Rows: "floor" = a hand-written SAVEPOINT / ROLLBACK TO SAVEPOINT on the DBAPI cursor (two round
+trips; see common.floor_statements); "recipe" =
 the hand-written SQLAlchemy 2 recipe (begin_nested + Session(join_transaction_mode=
 "create_savepoint") per test); "kit" = DatabaseTestCase run by unittest, with unittest's own cost
-taken out. Rows with the same body are compared with each other: "empty", "session used"
-(session.execute(select(1))), and "one INSERT" (a row in the first table, then cleaned up by the
-approach: rollback, drop_all + create_all, or TRUNCATE of every table).
+taken out. Rows with the same body are compared with each other: "empty" and "session used"
+(session.execute(select(1))). drop_all + create_all and TRUNCATE of every table are timed as the
+setUp + tearDown of suites that isolate tests that way, against the kit's (empty body).
 """
 
 from __future__ import annotations
@@ -33,62 +34,26 @@ import dbtestcase  # noqa: E402
 from dbtestcase.server import PostgresServer, shared_server  # noqa: E402
 from dbtestcase.urls import parse_url  # noqa: E402
 
-ROUNDS = 7
-Approach = tuple[Callable[[], None], int]  # (one test, tests per round)
-
-
-def schema(tables: int) -> sa.MetaData:
-    """``tables`` tables, each with a serial key, a text column and a foreign key to the previous one."""
-    metadata = sa.MetaData()
-    for i in range(tables):
-        columns = [sa.Column("id", sa.Integer, primary_key=True), sa.Column("name", sa.String(50))]
-        if i:
-            columns.append(sa.Column("parent_id", sa.Integer, sa.ForeignKey(f"bench_{i - 1}.id")))
-        sa.Table(f"bench_{i}", metadata, *columns)
-    return metadata
-
-
-def interleaved(approaches: dict[str, Approach]) -> dict[str, float]:
-    """Median seconds per test of each approach, over ROUNDS interleaved rounds."""
-    for run_one, count in approaches.values():  # warm up caches and the server
-        for _ in range(min(count, 20)):
-            run_one()
-    rounds: dict[str, list[float]] = {name: [] for name in approaches}
-    for _ in range(ROUNDS):
-        for name, (run_one, count) in approaches.items():
-            start = time.perf_counter()
-            for _ in range(count):
-                run_one()
-            rounds[name].append((time.perf_counter() - start) / count)
-    return {name: statistics.median(values) for name, values in rounds.items()}
-
-
-def unittest_runner(case: type[unittest.TestCase], name: str) -> Callable[[], None]:
-    """Run one test method the way a runner does (TestCase.run with a result)."""
-    result = unittest.TestResult()
-
-    def run_one() -> None:
-        case(name).run(result)
-        if result.errors or result.failures:
-            raise RuntimeError((result.errors + result.failures)[0][1])
-
-    return run_one
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROUNDS, floor_statements, interleaved, schema, unittest_runner  # noqa: E402
+from other_backends import report_other_backends  # noqa: E402
 
 
 def measure(url: sa.engine.URL, tables: int, count: int) -> dict[str, float]:
     """Seconds per test for each approach and body, on a schema of ``tables`` tables."""
     metadata = schema(tables)
-    first = metadata.sorted_tables[0]
     database = dbtestcase.TestDatabase(metadata, url).setup()
     engine = sa.create_engine(url)
     other = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
     try:
         connection = database.connection
         cursor = connection.connection.dbapi_connection.cursor()
+        ending = floor_statements(connection.dialect.name)
 
         def floor_empty() -> None:
             cursor.execute("SAVEPOINT floor")
-            cursor.execute("ROLLBACK TO SAVEPOINT floor")
+            for statement in ending:
+                cursor.execute(statement)
 
         def floor_session() -> None:
             # The same session body; a "rollback_only" Session emits no SAVEPOINT of its own.
@@ -96,7 +61,8 @@ def measure(url: sa.engine.URL, tables: int, count: int) -> dict[str, float]:
             session = Session(bind=connection, join_transaction_mode="rollback_only")
             session.execute(sa.select(1)).all()
             session.close()
-            cursor.execute("ROLLBACK TO SAVEPOINT floor")
+            for statement in ending:
+                cursor.execute(statement)
 
         def recipe(body: bool) -> Callable[[], None]:
             def run_one() -> None:
@@ -120,19 +86,14 @@ def measure(url: sa.engine.URL, tables: int, count: int) -> dict[str, float]:
             def test_session(self) -> None:
                 self.session.execute(sa.select(1)).all()
 
-            def test_insert(self) -> None:
-                self.connection.execute(first.insert().values(name="x"))
-
         Kit.database = database
         names = ", ".join(table.name for table in metadata.sorted_tables)
 
-        def drop_create() -> None:
+        def drop_create() -> None:  # setUp + tearDown of a create/drop-per-test suite
             metadata.create_all(other)
-            other.execute(first.insert().values(name="x"))
             metadata.drop_all(other)
 
-        def truncate() -> None:
-            other.execute(first.insert().values(name="x"))
+        def truncate() -> None:  # tearDown of a TRUNCATE-per-test suite (its cost hardly depends on rows)
             other.exec_driver_sql(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
 
         isolation = interleaved(
@@ -144,15 +105,14 @@ def measure(url: sa.engine.URL, tables: int, count: int) -> dict[str, float]:
                 "floor, session used": (floor_session, count),
                 "recipe, session used": (recipe(True), count),
                 "kit, session used": (unittest_runner(Kit, "test_session"), count),
-                "kit, one INSERT": (unittest_runner(Kit, "test_insert"), count),
             }
         )
         Kit.doClassCleanups()
         database.teardown()
-        cleanup = interleaved({"drop_all + create_all, one INSERT": (drop_create, 3)})
+        cleanup = interleaved({"drop_all + create_all": (drop_create, 3)})
         metadata.create_all(other)
         try:
-            cleanup.update(interleaved({"TRUNCATE, one INSERT": (truncate, 10)}))
+            cleanup.update(interleaved({"TRUNCATE": (truncate, 10)}))
         finally:
             metadata.drop_all(other)
     finally:
@@ -198,13 +158,13 @@ def report(tables: int, results: dict[str, float]) -> bool:
         met = kit <= 3 * floor and kit <= recipe
         ok &= met
         print(f"  target: kit ({body}) within 3x the floor and no slower than the recipe: {'met' if met else 'MISSED'}")
-    kit = results["kit, one INSERT"]
-    print(f"  {'kit, one INSERT':36} {kit * 1e6:8.0f}us")
-    for name in ("drop_all + create_all, one INSERT", "TRUNCATE, one INSERT"):
+    kit = results["kit, empty"]
+    print("  setUp + tearDown of the alternatives (empty body), against the kit's:")
+    for name in ("drop_all + create_all", "TRUNCATE"):
         value = results[name]
-        print(f"  {name:36} {value * 1e6:8.0f}us {f'{value / kit:,.0f}x the kit':>28}")
+        print(f"  {name + ' per test':36} {value * 1e6:8.0f}us {f'{value / kit:,.0f}x the kit':>28}")
     if tables == 50:
-        met = results["drop_all + create_all, one INSERT"] >= 500 * kit and results["TRUNCATE, one INSERT"] >= 20 * kit
+        met = results["drop_all + create_all"] >= 500 * kit and results["TRUNCATE"] >= 20 * kit
         ok &= met
         print(f"  target: kit >= 500x cheaper than drop/create and >= 20x than TRUNCATE: {'met' if met else 'MISSED'}")
     return ok
@@ -226,6 +186,7 @@ def main() -> int:
     met = server["cached"] <= 2 * floor
     ok &= met
     print(f"  target: cached start within 2x the floor: {'met' if met else 'MISSED'}")
+    report_other_backends(url)
     print(f"\nall targets {'met' if ok else 'NOT met'}")
     return 0
 
