@@ -21,7 +21,6 @@ import statistics
 import sys
 import tempfile
 import time
-import unittest
 from pathlib import Path
 from typing import Callable
 
@@ -35,7 +34,7 @@ from dbtestcase.server import PostgresServer, shared_server  # noqa: E402
 from dbtestcase.urls import parse_url  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROUNDS, floor_statements, interleaved, schema, unittest_runner  # noqa: E402
+from common import ROUNDS, floor, interleaved, schema, unittest_alone, unittest_runner  # noqa: E402
 from other_backends import report_other_backends  # noqa: E402
 
 
@@ -47,22 +46,12 @@ def measure(url: sa.engine.URL, tables: int, count: int) -> dict[str, float]:
     other = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
     try:
         connection = database.connection
-        cursor = connection.connection.dbapi_connection.cursor()
-        ending = floor_statements(connection.dialect.name)
 
-        def floor_empty() -> None:
-            cursor.execute("SAVEPOINT floor")
-            for statement in ending:
-                cursor.execute(statement)
-
-        def floor_session() -> None:
-            # The same session body; a "rollback_only" Session emits no SAVEPOINT of its own.
-            cursor.execute("SAVEPOINT floor")
+        def session_body() -> None:
+            # The kit's session body; a "rollback_only" Session emits no SAVEPOINT of its own.
             session = Session(bind=connection, join_transaction_mode="rollback_only")
             session.execute(sa.select(1)).all()
             session.close()
-            for statement in ending:
-                cursor.execute(statement)
 
         def recipe(body: bool) -> Callable[[], None]:
             def run_one() -> None:
@@ -74,10 +63,6 @@ def measure(url: sa.engine.URL, tables: int, count: int) -> dict[str, float]:
                 savepoint.rollback()
 
             return run_one
-
-        class Plain(unittest.TestCase):
-            def test_empty(self) -> None:
-                pass
 
         class Kit(dbtestcase.DatabaseTestCase):
             def test_empty(self) -> None:
@@ -98,11 +83,11 @@ def measure(url: sa.engine.URL, tables: int, count: int) -> dict[str, float]:
 
         isolation = interleaved(
             {
-                "unittest alone": (unittest_runner(Plain, "test_empty"), count),
-                "floor, empty": (floor_empty, count),
+                "unittest alone": (unittest_alone(), count),
+                "floor, empty": (floor(connection), count),
                 "recipe, empty": (recipe(False), count),
                 "kit, empty": (unittest_runner(Kit, "test_empty"), count),
-                "floor, session used": (floor_session, count),
+                "floor, session used": (floor(connection, session_body), count),
                 "recipe, session used": (recipe(True), count),
                 "kit, session used": (unittest_runner(Kit, "test_session"), count),
             }

@@ -51,6 +51,32 @@ def unittest_runner(case: type[unittest.TestCase], name: str) -> Callable[[], No
     return run_one
 
 
+def floor(connection: sa.Connection, body: Callable[[], object] | None = None) -> Callable[[], None]:
+    """One hand-written savepoint test on the DBAPI cursor (the floor), with ``body`` inside."""
+    cursor = connection.connection.dbapi_connection.cursor()
+    ending = floor_statements(connection.dialect.name)
+
+    def run_one() -> None:
+        cursor.execute("SAVEPOINT floor")
+        if body is not None:
+            body()
+        for statement in ending:
+            cursor.execute(statement)
+
+    return run_one
+
+
+class Plain(unittest.TestCase):
+    """A test with nothing in it: what unittest itself costs per test, taken out of the kit's rows."""
+
+    def test_empty(self) -> None:
+        pass
+
+
+def unittest_alone() -> Callable[[], None]:
+    return unittest_runner(Plain, "test_empty")
+
+
 def floor_statements(dialect: str) -> list[str]:
     """The statements that end a hand-written savepoint test, without piling up savepoints.
 

@@ -6,10 +6,9 @@ import os
 import statistics
 import tempfile
 import time
-import unittest
 
 import sqlalchemy as sa
-from common import ROUNDS, floor_statements, interleaved, schema, unittest_runner
+from common import ROUNDS, floor, interleaved, schema, unittest_alone, unittest_runner
 
 import dbtestcase
 from dbtestcase.reset import reset_schema
@@ -38,24 +37,6 @@ def measure(url: sa.engine.URL, count: int = 300) -> dict[str, float]:
     database = dbtestcase.TestDatabase(metadata, url).setup()
     try:
         connection = database.connection
-        cursor = connection.connection.dbapi_connection.cursor()
-        ending = floor_statements(connection.dialect.name)
-
-        def floor_empty() -> None:
-            cursor.execute("SAVEPOINT floor")
-            for statement in ending:
-                cursor.execute(statement)
-
-        def floor_insert() -> None:
-            cursor.execute("SAVEPOINT floor")
-            connection.execute(first.insert().values(name="x"))
-            for statement in ending:
-                cursor.execute(statement)
-
-        class Plain(unittest.TestCase):
-            def test_empty(self) -> None:
-                pass
-
         class Kit(dbtestcase.DatabaseTestCase):
             def test_empty(self) -> None:
                 pass
@@ -66,10 +47,10 @@ def measure(url: sa.engine.URL, count: int = 300) -> dict[str, float]:
         Kit.database = database
         results = interleaved(
             {
-                "unittest alone": (unittest_runner(Plain, "test_empty"), count),
-                "floor, empty": (floor_empty, count),
+                "unittest alone": (unittest_alone(), count),
+                "floor, empty": (floor(connection), count),
                 "kit, empty": (unittest_runner(Kit, "test_empty"), count),
-                "floor, one INSERT": (floor_insert, count),
+                "floor, one INSERT": (floor(connection, lambda: connection.execute(first.insert().values(name="x"))), count),
                 "kit, one INSERT": (unittest_runner(Kit, "test_insert"), count),
             }
         )

@@ -187,19 +187,24 @@ class DropTables(unittest.TestCase):
 
 
 class PreexistingTables(unittest.TestCase):
-    @skip_unless("postgresql", why="it checks a PostgreSQL sequence")
-    def test_reset_sequences_refuses_existing_tables(self) -> None:
-        """reset_sequences never touches the sequence of a table that existed before the tests."""
-        metadata, names = unique_metadata("seq")
-        url = server_url()
-        engine = sa.create_engine(url)
+    def existing(self, prefix: str, *statements: str) -> tuple[sa.MetaData, str, sa.Engine]:
+        """A table made (committed) before the tests, then ``statements`` run on it ({t} is its name)."""
+        metadata, names = unique_metadata(prefix)
+        engine = sa.create_engine(server_url())
         self.addCleanup(engine.dispose)
         with engine.begin() as connection:
             metadata.tables[names[0]].create(connection)
-            connection.exec_driver_sql(f"INSERT INTO {names[0]} (name) VALUES ('a'), ('b'), ('c')")
-            connection.exec_driver_sql(f"DELETE FROM {names[0]}")  # empty, but its sequence is at 3
+            for statement in statements:
+                connection.exec_driver_sql(statement.format(t=names[0]))
         self.addCleanup(dbtestcase.drop_all, engine, metadata, lock_timeout=5, allow_destructive=True)
-        database = TestDatabase(metadata, url)
+        return metadata, names[0], engine
+
+    @skip_unless("postgresql", why="it checks a PostgreSQL sequence")
+    def test_reset_sequences_refuses_existing_tables(self) -> None:
+        """reset_sequences never touches the sequence of a table that existed before the tests."""
+        # Empty, but its sequence is at 3.
+        metadata, name, engine = self.existing("seq", "INSERT INTO {t} (name) VALUES ('a'), ('b'), ('c')", "DELETE FROM {t}")
+        database = TestDatabase(metadata, server_url())
 
         class Sequences(dbtestcase.DatabaseTestCase):
             reset_sequences = True
@@ -212,25 +217,18 @@ class PreexistingTables(unittest.TestCase):
         unittest.TestSuite([Sequences("test_a")]).run(result)
         self.assertEqual(len(result.errors), 1)
         self.assertIn("Sequences.reset_sequences would reset the sequences of tables that existed before", result.errors[0][1])
-        self.assertIn(names[0], result.errors[0][1])
+        self.assertIn(name, result.errors[0][1])
         self.assertFalse(database.is_set_up)
         with engine.connect() as connection:
-            next_id = connection.exec_driver_sql(f"SELECT nextval(pg_get_serial_sequence('{names[0]}', 'id'))").scalar()
+            next_id = connection.exec_driver_sql(f"SELECT nextval(pg_get_serial_sequence('{name}', 'id'))").scalar()
         self.assertEqual(next_id, 4, "the sequence was left where it was")
 
     @skip_unless("postgresql", "sqlite", why="the reset strategy of MySQL/MariaDB drops every table by design")
     def test_tables_with_rows_are_refused_and_kept(self) -> None:
         """Existing tables that hold rows: tests would not start blank, so setup says so and touches nothing."""
-        metadata, names = unique_metadata("dirty")
-        url = server_url()
-        engine = sa.create_engine(url)
-        self.addCleanup(engine.dispose)
-        with engine.begin() as connection:
-            metadata.tables[names[0]].create(connection)
-            connection.exec_driver_sql(f"INSERT INTO {names[0]} (name) VALUES ('precious')")
-        self.addCleanup(dbtestcase.drop_all, engine, metadata, lock_timeout=5, allow_destructive=True)
+        metadata, name, engine = self.existing("dirty", "INSERT INTO {t} (name) VALUES ('precious')")
         with self.assertRaises(ConfigurationError) as caught:
-            TestDatabase(metadata, url).setup()
-        self.assertIn(f"hold rows: {names[0]}. Tests would not start on a blank slate", str(caught.exception))
+            TestDatabase(metadata, server_url()).setup()
+        self.assertIn(f"hold rows: {name}. Tests would not start on a blank slate", str(caught.exception))
         with engine.connect() as connection:
-            self.assertEqual(connection.exec_driver_sql(f"SELECT name FROM {names[0]}").scalar(), "precious")
+            self.assertEqual(connection.exec_driver_sql(f"SELECT name FROM {name}").scalar(), "precious")
