@@ -243,3 +243,34 @@ class SQLiteInMemory(unittest.TestCase):
 
             result = run_case(database, test_1=test_1, test_2=test_1, test_3=test_1)
             self.assertTrue(result.wasSuccessful(), result.errors + result.failures)
+
+
+def _has_mariadbd() -> bool:
+    from dbtestcase.mariadb_server import find_mariadbd
+
+    try:
+        find_mariadbd()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+@unittest.skipIf(os.environ.get("DBTESTCASE_URL"), "runs in the throwaway-server pass, where no URL is given")
+@unittest.skipUnless(_has_mariadbd(), "no mariadbd installed")
+class ThrowawayMariaDB(unittest.TestCase):
+    def test_bare_mysql_url(self) -> None:
+        """mysql:// alone starts a throwaway MariaDB: reset strategy, savepoints, the database named test."""
+        metadata = sa.MetaData()
+        items = sa.Table("items", metadata, sa.Column("id", sa.Integer, primary_key=True))
+        with TestDatabase(metadata, "mysql://") as database:
+            self.assertEqual(database.url.database, "test")
+            self.assertNotEqual(database.url.port, 3306, "not the machine's own MariaDB")
+            self.assertTrue(database.connection.dialect.is_mariadb)
+
+            def test_1(case: dbtestcase.DatabaseTestCase) -> None:
+                case.assertEqual(case.session.scalar(sa.select(sa.func.count()).select_from(items)), 0)
+                case.session.execute(items.insert().values(id=1))
+                case.session.commit()
+
+            result = run_case(database, test_1=test_1, test_2=test_1)
+            self.assertTrue(result.wasSuccessful(), result.errors + result.failures)
