@@ -1,6 +1,6 @@
 """dbtestcase: every test on a blank slate, against a real database."""
 
-from .case import DatabaseTestCase
+from .case import DatabaseTestCase, current_session
 from .database import TestDatabase, active_database, setup_module, teardown_module
 from .exceptions import (
     ConfigurationError,
@@ -13,15 +13,18 @@ from .exceptions import (
     LockTimeoutError,
     NoDatabaseError,
     NonTransactionalTableError,
+    NoTestRunningError,
     ServerError,
     ServerNotFoundError,
     ServerStartError,
 )
+from .queries import CapturedQueries
 from .reset import drop_all
 
 __version__ = "0.2.0.dev0"
 
 __all__ = [
+    "CapturedQueries",
     "ConfigurationError",
     "ConnectionFailedError",
     "DatabaseTestCase",
@@ -32,6 +35,7 @@ __all__ = [
     "ImplicitCommitError",
     "LockTimeoutError",
     "NoDatabaseError",
+    "NoTestRunningError",
     "NonTransactionalTableError",
     "ServerError",
     "ServerNotFoundError",
@@ -39,6 +43,7 @@ __all__ = [
     "TestDatabase",
     "__version__",
     "active_database",
+    "current_session",
     "drop_all",
     "setup_module",
     "teardown_module",

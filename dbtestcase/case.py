@@ -2,22 +2,47 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import functools
 import unittest
+from collections.abc import Iterator
 from typing import Any, Callable, ClassVar
 
-from sqlalchemy import MetaData, inspect
+from sqlalchemy import MetaData, func, inspect, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from .database import TestDatabase, active_database
-from .exceptions import ConfigurationError, NoDatabaseError
+from .exceptions import ConfigurationError, NoDatabaseError, NoTestRunningError
+from .queries import CapturedQueries
 from .sequences import SequenceBaseline
 
 __unittest = True  # failure tracebacks start in the user's code
 
 _TEST, _CLASS = "test", "class"
+_current_test: contextvars.ContextVar[DatabaseTestCase | None] = contextvars.ContextVar("dbtestcase_test", default=None)
+
+
+def current_session() -> Session:
+    """The running test's Session: the very object ``self.session`` of the DatabaseTestCase running now.
+
+    For code that looks a session up rather than taking one, such as factory_boy's
+    ``sqlalchemy_session_factory = dbtestcase.current_session``.
+
+    Raises:
+        NoTestRunningError: called outside a DatabaseTestCase test (setUp and cleanups included).
+
+    .. versionadded:: 0.2
+    """
+    test = _current_test.get()
+    if test is None:
+        raise NoTestRunningError(
+            "dbtestcase.current_session() was called outside a test: it returns the Session of the "
+            "DatabaseTestCase test running now; call it from a test (or setUp), or pass a session explicitly."
+        )
+    return test.session
 
 
 class _ClassState:
@@ -93,6 +118,41 @@ class DatabaseTestCase(unittest.TestCase):
         """The shared connection, inside this test's savepoint."""
         return self.test_database.connection
 
+    # --- assertions -----------------------------------------------------------------------------
+    def captureQueries(self) -> CapturedQueries:  # noqa: N802 - unittest's naming
+        """A context manager collecting the SQL statements run on the test's connection.
+
+        ``with self.captureQueries() as queries: ...`` then ``queries`` is the list of statements
+        (SAVEPOINT, RELEASE and ROLLBACK TO left out). Other engines' connections are not seen.
+
+        .. versionadded:: 0.2
+        """
+        return CapturedQueries(self.connection)
+
+    @contextlib.contextmanager
+    def assertNumQueries(self, number: int) -> Iterator[CapturedQueries]:  # noqa: N802 - unittest's naming
+        """Fail unless the ``with`` block runs exactly ``number`` SQL statements (N+1 queries show).
+
+        .. versionadded:: 0.2
+        """
+        with self.captureQueries() as queries:
+            yield queries
+        if len(queries) != number:
+            self.fail(f"{len(queries)} queries were run, {number} expected:\n{queries.describe()}")
+
+    def assertRowCount(self, model: Any, number: int, msg: str | None = None) -> None:  # noqa: N802
+        """Fail unless the table of ``model`` (a mapped class or a Table) holds ``number`` rows now.
+
+        Pending objects of ``self.session`` are flushed first.
+
+        .. versionadded:: 0.2
+        """
+        table = getattr(model, "__table__", model)
+        found = self.session.scalar(select(func.count()).select_from(table))
+        if found != number:
+            name = getattr(model, "__name__", getattr(table, "name", model))
+            self.fail(self._formatMessage(msg, f"{name} holds {found} rows, {number} expected"))
+
     @property
     def test_database(self) -> TestDatabase:
         """The :class:`~dbtestcase.TestDatabase` this class runs on."""
@@ -123,6 +183,7 @@ class DatabaseTestCase(unittest.TestCase):
         if level is None or not level.startswith("dbtestcase_" + _TEST):
             level = database.begin_level(_TEST)
         self.addCleanup(self._dbtc_end, database, level)
+        self.addCleanup(_current_test.reset, _current_test.set(self))
         if state.sequences is not None:
             state.sequences.restore(database.connection)
 

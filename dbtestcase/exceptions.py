@@ -16,6 +16,7 @@ builtin exception it resembles, so ``except FileNotFoundError`` keeps working::
     +-- DestructiveActionError(PermissionError)  dropping tables in a database not named for tests
     +-- ImplicitCommitError(RuntimeError)        MySQL DDL inside a test would commit its rows
     +-- NonTransactionalTableError(TypeError)    a MySQL table without transactions (MyISAM)
+    +-- NoTestRunningError(LookupError)          current_session() called outside a test
 """
 
 from __future__ import annotations
@@ -77,6 +78,13 @@ class ImplicitCommitError(DbTestCaseError, RuntimeError):
 
 class NonTransactionalTableError(DbTestCaseError, TypeError):
     """A MySQL/MariaDB table uses an engine without transactions (MyISAM): rollback cannot undo it.
+
+    .. versionadded:: 0.2
+    """
+
+
+class NoTestRunningError(DbTestCaseError, LookupError):
+    """:func:`dbtestcase.current_session` was called while no DatabaseTestCase test runs.
 
     .. versionadded:: 0.2
     """
