@@ -14,6 +14,7 @@ from sqlalchemy import MetaData, func, inspect, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from .binding import SessionBinding, check_bindable
 from .database import TestDatabase, active_database
 from .exceptions import ConfigurationError, NoDatabaseError, NoTestRunningError
 from .queries import CapturedQueries
@@ -80,6 +81,11 @@ class DatabaseTestCase(unittest.TestCase):
     database_url: ClassVar[str | None] = None
     #: Restart the sequences of the tables before every test, so generated ids are predictable.
     reset_sequences: ClassVar[bool] = False
+    #: The application's own ``scoped_session`` / ``sessionmaker`` objects to bind to each test's
+    #: connection and savepoint, and restore after it (``bind_sessions = [myapp.Session]``).
+    #:
+    #: .. versionadded:: 0.2
+    bind_sessions: ClassVar[list[Any]] = []
 
     _dbtc_state: ClassVar[_ClassState]
 
@@ -184,6 +190,9 @@ class DatabaseTestCase(unittest.TestCase):
             level = database.begin_level(_TEST)
         self.addCleanup(self._dbtc_end, database, level)
         self.addCleanup(_current_test.reset, _current_test.set(self))
+        if self.bind_sessions:
+            # Registered last, so it runs first: the app's sessions close before the rollback.
+            self.addCleanup(SessionBinding(self.bind_sessions, database.connection).restore)
         if state.sequences is not None:
             state.sequences.restore(database.connection)
 
@@ -268,6 +277,8 @@ def _check_class(cls: type) -> None:
             f"{name}.metadata must be a sqlalchemy.MetaData such as Base.metadata "
             f"(got {metadata!r} that is a {type(metadata)})."
         )
+    if "bind_sessions" in cls.__dict__:
+        cls.bind_sessions = check_bindable(name, cls.__dict__["bind_sessions"])  # type: ignore[attr-defined]
     for flag in ("reset_sequences",):
         value = cls.__dict__.get(flag, False)
         if not isinstance(value, bool):
