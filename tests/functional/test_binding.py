@@ -75,6 +75,7 @@ class BadBinding(dbtestcase.DatabaseTestCase):
         """Anything else is refused when the class is defined, naming what was passed."""
         with self.assertRaisesRegex(
             dbtestcase.ConfigurationError,
-            r"^Bad.bind_sessions must list scoped_session or sessionmaker objects \(got Engine\(sqlite://\) that is a <class .sqlalchemy.engine.base.Engine.>\)",
+            r"^Bad.bind_sessions must list scoped_session or sessionmaker objects "
+            r"\(got Engine\(sqlite://\) that is a <class .sqlalchemy.engine.base.Engine.>\)",
         ):
             type("Bad", (dbtestcase.DatabaseTestCase,), {"bind_sessions": [app_engine]})
