@@ -215,8 +215,8 @@ class TemplateTest(ServerTestCase):
 class KilledOwnerTest(ServerTestCase):
     SCRIPT = textwrap.dedent("""
         import json, sys, time
-        from dbtestcase import mariadb_server
-        mariadb_server._PDEATHSIG = sys.argv[2] == "1"
+        from dbtestcase import mariadb_server, process
+        process._PDEATHSIG = sys.argv[2] == "1"
         srv = mariadb_server.MariaDBServer(cache_dir=sys.argv[1]).start()
         print(json.dumps({"pid": srv.pid, "directory": srv.directory}), flush=True)
         time.sleep(600)

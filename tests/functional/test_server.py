@@ -381,7 +381,8 @@ class CleanupAfterDeathTest(ServerTestCase):
 
     def test_sigkill_watchdog_alone(self) -> None:
         """Without PR_SET_PDEATHSIG (as off Linux), the watchdog alone stops the server after SIGKILL."""
-        child, info = self.spawn_owner("server._PDEATHSIG = False\nsrv = server.PostgresServer().start()\n")
+        child, info = self.spawn_owner("from dbtestcase import process\nprocess._PDEATHSIG = False\n"
+                                       "srv = server.PostgresServer().start()\n")
         child.kill()
         child.wait()
         self.assert_gone(info["pid"], info["directory"])
@@ -424,7 +425,8 @@ class ForkTest(ServerTestCase):
 
     def test_shared_server(self) -> None:
         """shared_server() starts one server for all threads, and a forked child gets its url back."""
-        existed = server._shared is not None and server._shared.directory is not None  # other modules' tests
+        running = server._shared.current
+        existed = running is not None and running.directory is not None  # other modules' tests
         with mock.patch.dict(os.environ, {"DBTESTCASE_CACHE_DIR": CACHE, "DBTESTCASE_PG_BINDIR": BINDIR}):
             results: list[PostgresServer] = []
             threads = [threading.Thread(target=lambda: results.append(shared_server())) for _ in range(4)]
