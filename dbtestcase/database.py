@@ -1,4 +1,4 @@
-"""TestDatabase: the engine, the one connection, the outer transaction and the savepoints in it."""
+"""TestDatabase: the engine, the one connection, the outer transaction and the schema in it."""
 
 from __future__ import annotations
 
@@ -11,24 +11,19 @@ from typing import Any
 
 from sqlalchemy import MetaData, Table
 from sqlalchemy.engine import URL, Connection, Engine
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
 
 from . import backends, schema
 from . import engine as _engine
 from .backends import STRATEGIES
-from .exceptions import ConfigurationError, DbTestCaseError, DeferredConstraintError
+from .exceptions import ConfigurationError
 from .reset import check_transactional, drop_all, reset_schema
+from .savepoints import SavepointLevels
 from .urls import UrlLike, configured_url, mask, parse_url
 
 log = logging.getLogger(__name__)
-__unittest = True  # DeferredConstraintError tracebacks start in the test, not here
-
-# SQLSTATE classes: 23 = integrity constraint violation, 25P02 = transaction already aborted.
-_INTEGRITY_CLASS = "23"
 
 
-class TestDatabase:
+class TestDatabase(SavepointLevels):
     """One connection to the test database, inside one outer transaction that is never committed.
 
     ``setup()`` connects, begins the outer transaction and creates the tables of ``metadata``
@@ -225,127 +220,6 @@ class TestDatabase:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.teardown()
 
-    # --- savepoint levels, driven by DatabaseTestCase ----------------------------------------
-    def begin_level(self, kind: str = "test") -> str:
-        """Set a new SAVEPOINT on the shared connection and return its name, which starts with
-        ``dbtestcase_<kind>``."""
-        name = f"dbtestcase_{kind}_{len(self._levels)}"
-        self.connection.exec_driver_sql(f"SAVEPOINT {name}")
-        self._levels.append(name)
-        return name
-
-    def top_level(self) -> str | None:
-        """The innermost SAVEPOINT set by :meth:`begin_level`, if any."""
-        return self._levels[-1] if self._levels else None
-
-    def rollback_level(self, name: str, *, check_constraints: bool = True) -> None:
-        """Undo everything since SAVEPOINT ``name``, which stays set for the next test.
-
-        With ``check_constraints`` and deferrable constraints in the schema, they are checked
-        first (``SET CONSTRAINTS ALL IMMEDIATE``) in the same round trip.
-
-        Raises:
-            DeferredConstraintError: a deferred constraint was violated (rolled back anyway).
-        """
-        connection = self.connection
-        if not (check_constraints and self.checks_constraints):
-            connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
-            return
-        if connection.dialect.name != "postgresql":
-            try:
-                self.check_constraints()
-            finally:
-                connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
-            return
-        try:
-            connection.exec_driver_sql(f"SET CONSTRAINTS ALL IMMEDIATE; ROLLBACK TO SAVEPOINT {name}")
-        except DBAPIError as exc:
-            connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
-            _raise_if_constraint(exc)
-
-    def end_test(self, name: str, session: Session | None = None) -> None:
-        """Close ``session`` and undo everything since SAVEPOINT ``name``, which stays set.
-
-        Deferred constraints are checked first, while the test's rows are still there.
-
-        Raises:
-            DeferredConstraintError: the test left a deferred constraint violated.
-        """
-        connection = self.connection
-        if self._server_side_begin:
-            # One round trip undoes the test, the session's savepoint included. SQLAlchemy's
-            # view of the session's savepoint is then dropped with Connection.rollback(), which
-            # in DBAPI autocommit mode sends nothing to the server (psycopg2).
-            try:
-                self.rollback_level(name)
-            finally:
-                if connection.in_transaction():
-                    connection.rollback()
-                if session is not None:
-                    session.close()
-                # Sessions made on this connection must find it in a transaction, or they take
-                # it over ("control_fully") instead of making their own SAVEPOINT.
-                connection.begin()
-            return
-        if not connection.in_transaction():
-            # The test committed or rolled back the shared connection itself: the savepoints
-            # are gone with the outer transaction. Begin anew so that later tests run.
-            self._levels.clear()
-            connection.begin()
-            raise DbTestCaseError(
-                f"the test ended the outer transaction with commit() or rollback() on the shared connection, "
-                f"which the {connection.dialect.driver} driver does not let dbtestcase prevent (psycopg2, "
-                "pysqlite, PyMySQL and mysqlclient do): what it wrote was committed (and may be seen by later "
-                "tests) or lost with the tables. Use self.session.commit() (it stays inside the test's "
-                "savepoint) or connection.begin_nested(), or one of those drivers."
-            )
-        checked = session is not None and session.in_transaction()
-        try:
-            if checked:
-                self.check_constraints()
-        finally:
-            if session is not None:
-                session.close()
-            while connection.in_nested_transaction():  # left open by the test
-                nested = connection.get_nested_transaction()
-                if nested is None:
-                    break
-                nested.rollback()
-        self.rollback_level(name, check_constraints=not checked)
-
-    def check_constraints(self) -> None:
-        """Check deferred constraints now (``SET CONSTRAINTS ALL IMMEDIATE``) if the schema has any.
-
-        On failure the transaction is left aborted: roll back to a savepoint next.
-
-        Raises:
-            DeferredConstraintError: a deferred constraint is violated.
-        """
-        if not self.checks_constraints:
-            return
-        if self.connection.dialect.name == "sqlite":
-            # SQLite checks deferred foreign keys only at COMMIT; the pragma lists the violations.
-            broken = self.connection.exec_driver_sql("PRAGMA foreign_key_check").all()
-            if broken:
-                keys = ", ".join(sorted({f"{row[0]} -> {row[2]}" for row in broken}))
-                raise DeferredConstraintError(
-                    "the test left a deferred constraint violated, which COMMIT would reject in production: "
-                    f"foreign key {keys} ({len(broken)} rows). Fix the rows the test writes."
-                )
-            return
-        try:
-            self.connection.exec_driver_sql("SET CONSTRAINTS ALL IMMEDIATE")
-        except DBAPIError as exc:
-            _raise_if_constraint(exc)
-
-    def end_level(self, name: str) -> None:
-        """Undo everything since SAVEPOINT ``name`` and remove it with every level above it."""
-        if name not in self._levels:
-            return
-        self.connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
-        self.connection.exec_driver_sql(f"RELEASE SAVEPOINT {name}")
-        del self._levels[self._levels.index(name):]
-
     # --- internals ---------------------------------------------------------------------------
     def _begin(self, connection: Connection) -> None:
         """Begin the outer transaction.
@@ -360,19 +234,6 @@ class TestDatabase:
         # above autobegan it): with it, a Session on this connection makes its own SAVEPOINT.
         if not connection.in_transaction():
             connection.begin()
-
-
-def _raise_if_constraint(exc: DBAPIError) -> None:
-    """Re-raise an integrity error from SET CONSTRAINTS as DeferredConstraintError.
-
-    Anything else (the test had left the transaction aborted) is cured by the rollback that
-    follows, so it is not an error of the test's data.
-    """
-    if str(getattr(exc.orig, "pgcode", "") or "").startswith(_INTEGRITY_CLASS):
-        raise DeferredConstraintError(
-            "the test left a deferred constraint violated, which COMMIT would reject in "
-            f"production: {str(exc.orig).strip().splitlines()[0]}. Fix the rows the test writes."
-        ) from exc
 
 
 def _throwaway_url(url: URL | None) -> URL:
