@@ -6,7 +6,9 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import unittest
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -103,3 +105,32 @@ def unique_metadata(prefix: str) -> tuple[sa.MetaData, list[str]]:
         sa.Column("parent_id", sa.Integer, sa.ForeignKey(parent.c.id)),
     )
     return metadata, [table.name for table in metadata.sorted_tables]
+
+
+# --- processes (the throwaway servers' tests) ---------------------------------------------
+
+def gone(pid: int) -> bool:
+    """True if the process is dead: no such pid, or a zombie that nobody reaps (PID 1 here does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return any(line.startswith("State:") and "Z" in line for line in f)
+    except FileNotFoundError:
+        return True
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def uid_of(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("Uid:"))

@@ -14,7 +14,6 @@ import tempfile
 import textwrap
 import time
 import unittest
-from collections.abc import Callable
 from typing import Any
 from unittest import mock
 
@@ -23,6 +22,7 @@ import sqlalchemy as sa
 from dbtestcase import mariadb_server
 from dbtestcase.exceptions import ServerError, ServerNotFoundError, ServerStartError
 from dbtestcase.mariadb_server import ENV_MARIADB_BINDIR, MariaDBServer, find_mariadbd, shared_mariadb_server
+from tests.functional.support import gone, uid_of, wait_until
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IS_ROOT = os.geteuid() == 0
@@ -51,32 +51,6 @@ def setUpModule() -> None:
 def tearDownModule() -> None:
     shutil.rmtree(CACHE, ignore_errors=True)
 
-
-def gone(pid: int) -> bool:
-    """True if the process is dead: no such pid, or a zombie that nobody reaps (PID 1 here does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return any(line.startswith("State:") and "Z" in line for line in f)
-    except FileNotFoundError:
-        return True
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
-
-
-def uid_of(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("Uid:"))
 
 
 def query(url: str, *statements: str) -> list[Any]:
