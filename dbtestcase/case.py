@@ -154,6 +154,7 @@ class DatabaseTestCase(unittest.TestCase):
         .. versionadded:: 0.2
         """
         table = getattr(model, "__table__", model)
+        self.session.flush()  # autoflush covers ORM statements only, and a Table makes a Core one
         found = self.session.scalar(select(func.count()).select_from(table))
         if found != number:
             name = getattr(model, "__name__", getattr(table, "name", model))
