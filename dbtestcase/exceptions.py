@@ -17,6 +17,7 @@ builtin exception it resembles, so ``except FileNotFoundError`` keeps working::
     +-- ImplicitCommitError(RuntimeError)        MySQL DDL inside a test would commit its rows
     +-- NonTransactionalTableError(TypeError)    a MySQL table without transactions (MyISAM)
     +-- NoTestRunningError(LookupError)          current_session() called outside a test
+    +-- SchemaMismatchError(AssertionError)      the migrated schema differs from the models
 """
 
 from __future__ import annotations
@@ -85,6 +86,13 @@ class NonTransactionalTableError(DbTestCaseError, TypeError):
 
 class NoTestRunningError(DbTestCaseError, LookupError):
     """:func:`dbtestcase.current_session` was called while no DatabaseTestCase test runs.
+
+    .. versionadded:: 0.2
+    """
+
+
+class SchemaMismatchError(DbTestCaseError, AssertionError):
+    """After ``alembic_config``'s migrations, the database differs from the models.
 
     .. versionadded:: 0.2
     """

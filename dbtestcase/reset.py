@@ -161,6 +161,7 @@ def reset_schema(
     *,
     lock_timeout: float = 10.0,
     base_data: Callable[[Connection], None] | None = None,
+    create: Callable[[Connection], None] | None = None,
 ) -> None:
     """The universal method: make the database hold exactly ``metadata``'s tables, empty, committed.
 
@@ -186,7 +187,7 @@ def reset_schema(
                             connection.execute(DropConstraint(constraint))
             for table in reflected.tables.values():
                 connection.execute(DropTable(table))
-            metadata.create_all(connection)
+            (create or metadata.create_all)(connection)
             if base_data is not None:
                 base_data(connection)
     log.info("reset %s: dropped %d tables, created %d", engine.url.database, len(reflected.tables), len(metadata.tables))

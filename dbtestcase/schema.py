@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Callable
 
 from sqlalchemy import MetaData, Table, inspect, literal, select, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from . import engine as _engine
-from .exceptions import ConfigurationError, LockTimeoutError
+from .exceptions import ConfigurationError, LockTimeoutError, SchemaMismatchError
 from .reset import LOCK_NOT_AVAILABLE, drop_tables, existing_tables, open_transactions
 from .urls import mask
 
 log = logging.getLogger(__name__)
 
+Creator = Callable[[Connection], None]  # builds the schema on a connection: create_all, or migrations
+
 #: The comment on tables made with drop_tables=True: a later run may drop them as leftovers.
 LEFTOVER_MARK = "dbtestcase: created for tests with drop_tables=True; safe to drop"
 
 
-def create_in_transaction(connection: Connection, metadata: MetaData, lock_timeout: float) -> list[Table]:
+def create_in_transaction(
+    connection: Connection, metadata: MetaData, lock_timeout: float, create: Creator | None = None
+) -> list[Table]:
     """create_all inside the outer transaction, never waiting forever for a catalog lock.
 
     Another uncommitted transaction that creates the same tables (a second TestDatabase on the
@@ -39,12 +45,13 @@ def create_in_transaction(connection: Connection, metadata: MetaData, lock_timeo
             "not start on a blank slate: use an empty test database (or no URL, and dbtestcase starts a "
             "throwaway PostgreSQL), or empty these tables yourself."
         )
+    create = create or metadata.create_all
     if connection.dialect.name != "postgresql":
-        metadata.create_all(connection)
+        create(connection)
         return preexisting
     connection.exec_driver_sql(f"SET LOCAL lock_timeout = {max(1, int(lock_timeout * 1000))}")
     try:
-        metadata.create_all(connection)
+        create(connection)
     except DBAPIError as exc:
         if getattr(exc.orig, "pgcode", None) != LOCK_NOT_AVAILABLE:
             raise
@@ -109,3 +116,66 @@ def has_deferrable_constraints(connection: Connection, metadata: MetaData) -> bo
         return any(fk.deferrable for table in metadata.sorted_tables for fk in table.foreign_key_constraints)
     return False
 
+
+
+def migrations(config_path: str, metadata: MetaData) -> Creator:
+    """A schema builder that runs Alembic's ``upgrade head`` on the given connection, then checks it.
+
+    The connection reaches the migrations' ``env.py`` as ``config.attributes["connection"]``,
+    Alembic's documented recipe for sharing a connection; there, ``context.begin_transaction()``
+    sees the outer transaction and does not commit.
+
+    Raises:
+        ConfigurationError: Alembic is not installed, or the file does not exist.
+        SchemaMismatchError: the migrated schema differs from ``metadata`` (each difference listed).
+    """
+    try:
+        from alembic.config import Config
+    except ImportError:
+        raise ConfigurationError(
+            f"alembic_config={config_path!r} needs Alembic, which is not installed: pip install 'dbtestcase[alembic]'."
+        ) from None
+    if not os.path.isfile(config_path):
+        raise ConfigurationError(f"alembic_config={config_path!r} is not a file: give the path of alembic.ini.")
+
+    def upgrade(connection: Connection) -> None:
+        from alembic import command
+
+        config = Config(config_path)
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+        check_migrated(connection, metadata)
+
+    return upgrade
+
+
+def check_migrated(connection: Connection, metadata: MetaData) -> None:
+    """Compare the database with the models, as ``alembic revision --autogenerate`` would.
+
+    Raises:
+        SchemaMismatchError: a table, column, index or constraint differs; each one is listed.
+    """
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    def ours(obj: object, name: str | None, kind: str, reflected: bool, compare_to: object) -> bool:
+        return not (kind == "table" and name == "alembic_version")
+
+    context = MigrationContext.configure(connection, opts={"include_object": ours, "compare_type": True})
+    differences = compare_metadata(context, metadata)
+    if differences:
+        listed = "; ".join(_describe(difference) for difference in differences)
+        raise SchemaMismatchError(
+            f"the migrated schema differs from the models ({len(differences)} differences): {listed}. "
+            "Write the migration that is missing (alembic revision --autogenerate) or fix the models."
+        )
+
+
+def _describe(difference: object) -> str:
+    if isinstance(difference, list):  # column changes come grouped
+        return ", ".join(_describe(item) for item in difference)
+    if isinstance(difference, tuple) and difference:
+        action, *rest = difference
+        names = [getattr(item, "name", None) or str(item) for item in rest if item is not None and not isinstance(item, dict)]
+        return f"{action} {' '.join(str(n) for n in names[:3])}".strip()
+    return str(difference)
