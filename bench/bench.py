@@ -10,7 +10,8 @@ trips; see common.floor_statements); "recipe" =
 the hand-written SQLAlchemy 2 recipe (begin_nested + Session(join_transaction_mode=
 "create_savepoint") per test); "kit" = DatabaseTestCase run by unittest, with unittest's own cost
 taken out. Rows with the same body are compared with each other: "empty" and "session used"
-(session.execute(select(1))). drop_all + create_all and TRUNCATE of every table are timed as the
+(session.execute(select(1))); "kit, bound scoped_session used" runs that body through an
+application's global scoped_session bound with bind_sessions. drop_all + create_all and TRUNCATE of every table are timed as the
 setUp + tearDown of suites that isolate tests that way, against the kit's (empty body).
 """
 
@@ -27,7 +28,7 @@ from typing import Callable
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import sqlalchemy as sa  # noqa: E402
-from sqlalchemy.orm import Session  # noqa: E402
+from sqlalchemy.orm import Session, scoped_session, sessionmaker  # noqa: E402
 
 import dbtestcase  # noqa: E402
 from dbtestcase.server import PostgresServer, shared_server  # noqa: E402
@@ -71,7 +72,16 @@ def measure(url: sa.engine.URL, tables: int, count: int) -> dict[str, float]:
             def test_session(self) -> None:
                 self.session.execute(sa.select(1)).all()
 
-        Kit.database = database
+        app_session = scoped_session(sessionmaker())  # an application's global session
+
+        class Bound(dbtestcase.DatabaseTestCase):
+            bind_sessions = [app_session]
+
+            def test_session(self) -> None:
+                app_session.execute(sa.select(1)).all()
+                app_session.remove()
+
+        Kit.database = Bound.database = database
         names = ", ".join(table.name for table in metadata.sorted_tables)
 
         def drop_create() -> None:  # setUp + tearDown of a create/drop-per-test suite
@@ -90,9 +100,11 @@ def measure(url: sa.engine.URL, tables: int, count: int) -> dict[str, float]:
                 "floor, session used": (floor(connection, session_body), count),
                 "recipe, session used": (recipe(True), count),
                 "kit, session used": (unittest_runner(Kit, "test_session"), count),
+                "kit, bound scoped_session used": (unittest_runner(Bound, "test_session"), count),
             }
         )
         Kit.doClassCleanups()
+        Bound.doClassCleanups()
         database.teardown()
         cleanup = interleaved({"drop_all + create_all": (drop_create, 3)})
         metadata.create_all(other)
@@ -143,6 +155,8 @@ def report(tables: int, results: dict[str, float]) -> bool:
         met = kit <= 3 * floor and kit <= recipe
         ok &= met
         print(f"  target: kit ({body}) within 3x the floor and no slower than the recipe: {'met' if met else 'MISSED'}")
+    bound, floor = results["kit, bound scoped_session used"], results["floor, session used"]
+    print(f"  {'kit, bound scoped_session used':36} {bound * 1e6:8.0f}us {f'{bound / floor:.2f}x floor (session used)':>28}")
     kit = results["kit, empty"]
     print("  setUp + tearDown of the alternatives (empty body), against the kit's:")
     for name in ("drop_all + create_all", "TRUNCATE"):
