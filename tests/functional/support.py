@@ -134,3 +134,14 @@ def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
 def uid_of(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("Uid:"))
+
+
+def assert_runs_as_nobody(case: unittest.TestCase, server: object) -> None:
+    """As root, a throwaway server's process runs as nobody and owns its data directory."""
+    import pwd
+
+    nobody = pwd.getpwnam("nobody").pw_uid
+    pid, directory = getattr(server, "pid", None), getattr(server, "directory", None)
+    assert pid and directory
+    case.assertEqual(uid_of(pid), nobody)
+    case.assertEqual(os.stat(os.path.join(directory, "data")).st_uid, nobody)

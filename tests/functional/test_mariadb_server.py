@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import pwd
 import shutil
 import signal
 import subprocess
@@ -22,7 +21,7 @@ import sqlalchemy as sa
 from dbtestcase import mariadb_server
 from dbtestcase.exceptions import ServerError, ServerNotFoundError, ServerStartError
 from dbtestcase.mariadb_server import ENV_MARIADB_BINDIR, MariaDBServer, find_mariadbd, shared_mariadb_server
-from tests.functional.support import gone, uid_of, wait_until
+from tests.functional.support import assert_runs_as_nobody, gone, wait_until
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IS_ROOT = os.geteuid() == 0
@@ -92,11 +91,7 @@ class LifecycleTest(ServerTestCase):
     @unittest.skipUnless(IS_ROOT, "only root switches to nobody")
     def test_runs_as_nobody_when_root(self) -> None:
         """As root, mariadbd runs as nobody (not the mysql user) and owns its data directory."""
-        srv = self.start(new_server())
-        nobody = pwd.getpwnam("nobody").pw_uid
-        assert srv.pid and srv.directory
-        self.assertEqual(uid_of(srv.pid), nobody)
-        self.assertEqual(os.stat(os.path.join(srv.directory, "data")).st_uid, nobody)
+        assert_runs_as_nobody(self, self.start(new_server()))
 
     def test_database_test_exists_and_innodb_is_the_default_engine(self) -> None:
         """The url opens database test, and a table created without ENGINE= is InnoDB."""

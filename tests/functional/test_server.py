@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from dbtestcase import binaries, server
 from dbtestcase.exceptions import ServerError, ServerNotFoundError, ServerStartError
 from dbtestcase.server import PostgresServer, embedded_bindir, find_bindir, shared_server
-from tests.functional.support import gone, uid_of, wait_until
+from tests.functional.support import assert_runs_as_nobody, gone, uid_of, wait_until
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IS_ROOT = os.geteuid() == 0
@@ -84,11 +84,7 @@ class LifecycleTest(ServerTestCase):
     @unittest.skipUnless(IS_ROOT, "only root switches to nobody")
     def test_runs_as_nobody_when_root(self) -> None:
         """As root, the postmaster runs as nobody and owns its data directory."""
-        srv = self.start(new_server())
-        nobody = pwd.getpwnam("nobody").pw_uid
-        assert srv.pid and srv.directory
-        self.assertEqual(uid_of(srv.pid), nobody)
-        self.assertEqual(os.stat(os.path.join(srv.directory, "data")).st_uid, nobody)
+        assert_runs_as_nobody(self, self.start(new_server()))
 
     def test_stop_removes_process_and_directory_and_is_idempotent(self) -> None:
         """stop() ends the postmaster (reaped, no zombie), removes the run directory, and can run twice."""
