@@ -16,7 +16,7 @@ from . import backends, schema
 from . import engine as _engine
 from .backends import STRATEGIES
 from .exceptions import ConfigurationError
-from .reset import check_transactional, drop_all, reset_schema
+from .reset import check_arguments, check_transactional, drop_all, reset_schema
 from .savepoints import SavepointLevels
 from .urls import UrlLike, configured_url, mask, parse_url
 
@@ -80,13 +80,7 @@ class TestDatabase(SavepointLevels):
         base_data: Callable[[Connection], None] | None = None,
         alembic_config: str | None = None,
     ) -> None:
-        if not isinstance(metadata, MetaData):
-            raise ConfigurationError(
-                f"metadata must be a sqlalchemy.MetaData such as Base.metadata "
-                f"(got {metadata!r} that is a {type(metadata)})."
-            )
-        if not isinstance(lock_timeout, (int, float)) or lock_timeout <= 0:
-            raise ConfigurationError(f"lock_timeout must be a number of seconds > 0 (got {lock_timeout!r}).")
+        check_arguments(metadata, lock_timeout)
         if strategy not in STRATEGIES:
             raise ConfigurationError(f"strategy must be one of {', '.join(map(repr, STRATEGIES))} (got {strategy!r}).")
         if base_data is not None and not callable(base_data):

@@ -70,10 +70,7 @@ def drop_all(
     .. versionchanged:: 0.2
        ``allow_destructive``, and the guard it opts out of.
     """
-    if not isinstance(metadata, MetaData):
-        raise ConfigurationError(f"metadata must be a sqlalchemy.MetaData (got {metadata!r} that is a {type(metadata)}).")
-    if not isinstance(lock_timeout, (int, float)) or lock_timeout <= 0:
-        raise ConfigurationError(f"lock_timeout must be a number of seconds > 0 (got {lock_timeout!r}).")
+    check_arguments(metadata, lock_timeout)
     check_destructive(bind.engine.url, "drop_all", allow_destructive)
     close_all_sessions()
     if isinstance(bind, Engine):
@@ -89,6 +86,32 @@ def drop_all(
             drop_tables(bind, metadata, lock_timeout, tables)
 
 
+def check_arguments(metadata: object, lock_timeout: object) -> None:
+    """Refuse a ``metadata`` that is not a MetaData, or a ``lock_timeout`` that is not seconds > 0.
+
+    Raises:
+        ConfigurationError: naming what was got.
+    """
+    if not isinstance(metadata, MetaData):
+        raise ConfigurationError(
+            f"metadata must be a sqlalchemy.MetaData such as Base.metadata (got {metadata!r} that is a {type(metadata)})."
+        )
+    if not isinstance(lock_timeout, (int, float)) or lock_timeout <= 0:
+        raise ConfigurationError(f"lock_timeout must be a number of seconds > 0 (got {lock_timeout!r}).")
+
+
+def limit_lock_wait(connection: Connection, lock_timeout: float) -> None:
+    """Make DDL in the current transaction give up on a lock after ``lock_timeout`` seconds.
+
+    PostgreSQL: ``SET LOCAL lock_timeout`` (undone with the transaction). MySQL/MariaDB: the
+    session's ``lock_wait_timeout`` for metadata locks, a day by default. Others: nothing.
+    """
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SET LOCAL lock_timeout = {max(1, int(lock_timeout * 1000))}")
+    elif is_mysql(connection.dialect.name):
+        connection.exec_driver_sql(f"SET SESSION lock_wait_timeout = {max(1, round(lock_timeout))}")
+
+
 def existing_tables(connection: Connection, metadata: MetaData) -> list[Table]:
     """The tables of ``metadata`` that exist in the database now."""
     inspector = inspect(connection)
@@ -98,12 +121,11 @@ def existing_tables(connection: Connection, metadata: MetaData) -> list[Table]:
 def drop_tables(connection: Connection, metadata: MetaData, lock_timeout: float, tables: Sequence[Table] | None) -> None:
     """Drop inside the connection's current transaction with ``lock_timeout``; no sessions are closed."""
     if connection.dialect.name != "postgresql":
-        _mysql_lock_wait(connection, lock_timeout)
+        limit_lock_wait(connection, lock_timeout)
         metadata.drop_all(connection, tables=tables)
         return
-    milliseconds = max(1, int(lock_timeout * 1000))
     previous = connection.exec_driver_sql("SHOW lock_timeout").scalar()
-    connection.exec_driver_sql(f"SET LOCAL lock_timeout = {milliseconds}")
+    limit_lock_wait(connection, lock_timeout)
     blocked = connection.begin_nested()  # so the blockers can be queried after a timeout
     try:
         metadata.drop_all(connection, tables=tables)
@@ -175,9 +197,7 @@ def reset_schema(
         reflected.reflect(connection)
         connection.rollback()
         with connection.begin():
-            if connection.dialect.name == "postgresql":
-                connection.exec_driver_sql(f"SET LOCAL lock_timeout = {max(1, int(lock_timeout * 1000))}")
-            _mysql_lock_wait(connection, lock_timeout)
+            limit_lock_wait(connection, lock_timeout)
             if connection.dialect.name == "sqlite":
                 connection.exec_driver_sql("PRAGMA defer_foreign_keys = ON")  # SQLite cannot drop a constraint
             else:
@@ -191,12 +211,6 @@ def reset_schema(
             if base_data is not None:
                 base_data(connection)
     log.info("reset %s: dropped %d tables, created %d", engine.url.database, len(reflected.tables), len(metadata.tables))
-
-
-def _mysql_lock_wait(connection: Connection, lock_timeout: float) -> None:
-    """MySQL/MariaDB: DDL waits for metadata locks up to lock_wait_timeout (a day by default)."""
-    if is_mysql(connection.dialect.name):
-        connection.exec_driver_sql(f"SET SESSION lock_wait_timeout = {max(1, round(lock_timeout))}")
 
 
 def check_transactional(connection: Connection, metadata: MetaData) -> None:

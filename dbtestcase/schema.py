@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError
 
 from . import engine as _engine
 from .exceptions import ConfigurationError, LockTimeoutError, SchemaMismatchError
-from .reset import LOCK_NOT_AVAILABLE, drop_tables, existing_tables, open_transactions
+from .reset import LOCK_NOT_AVAILABLE, drop_tables, existing_tables, limit_lock_wait, open_transactions
 from .urls import mask
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def create_in_transaction(
     if connection.dialect.name != "postgresql":
         create(connection)
         return preexisting
-    connection.exec_driver_sql(f"SET LOCAL lock_timeout = {max(1, int(lock_timeout * 1000))}")
+    limit_lock_wait(connection, lock_timeout)
     try:
         create(connection)
     except DBAPIError as exc:
