@@ -51,14 +51,23 @@ def is_mysql(name: str) -> bool:
     return name in _MYSQL
 
 
+def check_strategy(strategy: object) -> None:
+    """Refuse a strategy that does not exist, naming the choices.
+
+    Raises:
+        ConfigurationError: ``strategy`` is not one of :data:`STRATEGIES`.
+    """
+    if strategy not in STRATEGIES:
+        raise ConfigurationError(f"strategy must be one of {', '.join(map(repr, STRATEGIES))} (got {strategy!r}).")
+
+
 def resolve_strategy(strategy: str, engine: Engine) -> str:
     """The strategy to use on ``engine``: ``"auto"`` picks it from the dialect (see the table above).
 
     Raises:
         ConfigurationError: an unknown strategy, or "savepoint" where DDL commits on its own.
     """
-    if strategy not in STRATEGIES:
-        raise ConfigurationError(f"strategy must be one of {', '.join(map(repr, STRATEGIES))} (got {strategy!r}).")
+    check_strategy(strategy)
     name = engine.dialect.name
     if strategy == "auto":
         return "savepoint" if name in _TRANSACTIONAL_DDL else "reset"

@@ -14,7 +14,6 @@ from sqlalchemy.engine import URL, Connection, Engine
 
 from . import backends, schema
 from . import engine as _engine
-from .backends import STRATEGIES
 from .exceptions import ConfigurationError
 from .reset import check_arguments, check_transactional, drop_all, reset_schema
 from .savepoints import SavepointLevels
@@ -81,8 +80,7 @@ class TestDatabase(SavepointLevels):
         alembic_config: str | None = None,
     ) -> None:
         check_arguments(metadata, lock_timeout)
-        if strategy not in STRATEGIES:
-            raise ConfigurationError(f"strategy must be one of {', '.join(map(repr, STRATEGIES))} (got {strategy!r}).")
+        backends.check_strategy(strategy)
         if base_data is not None and not callable(base_data):
             raise ConfigurationError(f"base_data must be a function taking a Connection (got {base_data!r}).")
         self.metadata = metadata
