@@ -158,6 +158,12 @@ class TestDatabase(SavepointLevels):
         try:
             backends.prepare_engine(engine)
             strategy = backends.resolve_strategy(self.strategy, engine)
+            if strategy == "savepoint" and self.drop_tables and self._create is not None:
+                # create_committed knows only create_all, and drop_all would leave alembic_version.
+                raise ConfigurationError(
+                    "drop_tables=True with alembic_config is not supported with the savepoint strategy: "
+                    "leave drop_tables off, and the migrated tables vanish with the outer transaction."
+                )
             if strategy == "reset":
                 backends.check_destructive(url, "strategy='reset'", self.allow_destructive)
                 reset_schema(

@@ -58,6 +58,14 @@ class Migrations(unittest.TestCase):
         self.assertIn("alembic revision --autogenerate", message)
         self.assertFalse(database.is_set_up)
 
+    @skip_unless("postgresql", "sqlite", why="the savepoint strategy")
+    def test_drop_tables_refused(self) -> None:
+        """drop_tables=True with migrations is refused before anything is created or committed."""
+        database = TestDatabase(Base.metadata, alembic_config=ALEMBIC_INI, drop_tables=True)
+        with self.assertRaisesRegex(ConfigurationError, "drop_tables=True with alembic_config is not supported"):
+            database.setup()
+        self.assertFalse(sa.inspect(sa.create_engine(server_url())).has_table("alembic_version"))
+
     def test_missing_file(self) -> None:
         """A path that is not a file is refused at construction."""
         with self.assertRaisesRegex(ConfigurationError, r"alembic_config='nowhere.ini' is not a file"):
