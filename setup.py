@@ -31,7 +31,9 @@ setup(
         "mysql": ["PyMySQL>=1.0"],
         # Schemas built by Alembic migrations (TestDatabase(alembic_config=...)).
         "alembic": ["alembic>=1.11"],
-        "test": ["pytest>=7", "PyMySQL>=1.0", "factory_boy>=3.2", "alembic>=1.11"],
+        # Flask-SQLAlchemy 3 applications (bind_sessions = [db.session]); dbtestcase itself never imports Flask.
+        "flask": ["Flask-SQLAlchemy>=3.0"],
+        "test": ["pytest>=7", "PyMySQL>=1.0", "factory_boy>=3.2", "alembic>=1.11", "Flask-SQLAlchemy>=3.0"],
         "docs": ["sphinx>=7"],
         "dist": ["build", "twine"],
     },

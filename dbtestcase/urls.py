@@ -71,3 +71,23 @@ def mask(url: UrlLike) -> str:
         scheme, colon, rest = head.partition("://")
         user = rest.split(":", 1)[0]
         return f"{scheme}{colon}{user}:***@{tail}" if ":" in rest else str(url)
+
+
+_DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306}
+_LOOPBACK = {"localhost": "127.0.0.1", "::1": "127.0.0.1", "": "127.0.0.1"}
+
+
+def same_database(first: URL, second: URL) -> bool:
+    """Tell whether two URLs name the same database on the same server (drivers and passwords aside)."""
+
+    def where(url: URL) -> tuple[object, ...]:
+        backend = url.get_backend_name()
+        if backend == "sqlite":
+            name = url.database or ""
+            return backend, os.path.realpath(name) if name and name != ":memory:" else name
+        host = url.host or ""
+        port = url.port or _DEFAULT_PORTS.get(backend)
+        family = "mysql" if backend == "mariadb" else backend
+        return family, _LOOPBACK.get(host, host), port, url.database
+
+    return where(first) == where(second)
