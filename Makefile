@@ -23,9 +23,9 @@ test: install
 
 ## Run the example suite shipped in examples/ under unittest, nose2 and pytest.
 demo: install
-	cd examples && ../$(BIN)/python -m unittest -v test_bookshop test_web test_migrations test_flask
-	cd examples && ../$(BIN)/nose2 -v --plugin dbtestcase.nose2plugin test_bookshop test_web test_migrations test_flask
-	cd examples && ../$(BIN)/python -m pytest -q -p no:cacheprovider test_bookshop.py test_web.py test_migrations.py test_flask.py
+	cd examples && ../$(BIN)/python -m unittest -v test_bookshop test_web test_migrations test_flask test_async
+	cd examples && ../$(BIN)/nose2 -v --plugin dbtestcase.nose2plugin test_bookshop test_web test_migrations test_flask test_async
+	cd examples && ../$(BIN)/python -m pytest -q -p no:cacheprovider test_bookshop.py test_web.py test_migrations.py test_flask.py test_async.py
 
 ## Per-test cost of DatabaseTestCase against its alternatives, as ratios measured in one run.
 bench: install

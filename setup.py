@@ -33,7 +33,12 @@ setup(
         "alembic": ["alembic>=1.11"],
         # Flask-SQLAlchemy 3 applications (bind_sessions = [db.session]); dbtestcase itself never imports Flask.
         "flask": ["Flask-SQLAlchemy>=3.0"],
-        "test": ["pytest>=7", "PyMySQL>=1.0", "factory_boy>=3.2", "alembic>=1.11", "Flask-SQLAlchemy>=3.0"],
+        # AsyncDatabaseTestCase on asyncpg (psycopg 3's async driver works too); import dbtestcase needs neither.
+        "async": ["asyncpg>=0.27", "greenlet>=1"],
+        "test": [
+            "pytest>=7", "PyMySQL>=1.0", "factory_boy>=3.2", "alembic>=1.11", "Flask-SQLAlchemy>=3.0",
+            "asyncpg>=0.27", "greenlet>=1", "psycopg[binary]>=3.1",
+        ],
         "docs": ["sphinx>=7"],
         "dist": ["build", "twine"],
     },

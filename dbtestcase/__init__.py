@@ -1,5 +1,6 @@
 """dbtestcase: every test on a blank slate, against a real database."""
 
+from .asynccase import AsyncDatabaseTestCase
 from .case import DatabaseTestCase, current_session
 from .database import TestDatabase, active_database, setup_module, teardown_module
 from .exceptions import (
@@ -25,6 +26,7 @@ from .reset import drop_all
 __version__ = "0.2.0.dev0"
 
 __all__ = [
+    "AsyncDatabaseTestCase",
     "CapturedQueries",
     "ConfigurationError",
     "ConnectionFailedError",

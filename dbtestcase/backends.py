@@ -151,15 +151,20 @@ def prepare_engine(engine: Engine) -> None:
             connection.exec_driver_sql("BEGIN")
 
 
+# Drivers whose commit() and rollback() send nothing in DBAPI autocommit mode, whatever the server holds.
+_AUTOCOMMIT_IGNORES_COMMIT = ("psycopg2", "asyncpg")
+
+
 def own_transaction(connection: Connection) -> bool:
     """Take the outer transaction out of SQLAlchemy's and the driver's hands, where that is possible.
 
-    psycopg2 in DBAPI autocommit mode, and the owned connection classes of :func:`prepare_engine`,
-    ignore ``commit()`` and ``rollback()``; dbtestcase then sends BEGIN and ROLLBACK itself.
-    Returns False for other drivers, whose outer transaction stays SQLAlchemy's.
+    psycopg2 and SQLAlchemy's asyncpg adapter in autocommit mode, and the owned connection classes
+    of :func:`prepare_engine`, ignore ``commit()`` and ``rollback()``; dbtestcase then sends BEGIN
+    and ROLLBACK itself. Returns False for other drivers (psycopg 3 commits whatever the server
+    holds open), whose outer transaction stays SQLAlchemy's.
     """
     dbapi_connection = connection.connection.dbapi_connection
-    if connection.dialect.driver == "psycopg2":
+    if connection.dialect.driver in _AUTOCOMMIT_IGNORES_COMMIT:
         connection.execution_options(isolation_level="AUTOCOMMIT")
     elif isinstance(dbapi_connection, _Owned):
         dbapi_connection.owned = True
@@ -221,3 +226,9 @@ def check_destructive(url: URL, what: str, allow: bool) -> None:
         f"allow_destructive=True or {ALLOW_DESTRUCTIVE_ENV}=1."
     )
 
+
+def sqlstate(exc: BaseException) -> str:
+    """The SQLSTATE of a DBAPIError from any PostgreSQL driver (psycopg2 and asyncpg: ``pgcode``;
+    psycopg 3: ``sqlstate``), or ""."""
+    orig = getattr(exc, "orig", None)
+    return str(getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None) or "")

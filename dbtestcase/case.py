@@ -211,6 +211,11 @@ class DatabaseTestCase(unittest.TestCase):
         state = _ClassState(database, owned)
         cls._dbtc_state = state
         try:
+            if database.is_async:
+                raise ConfigurationError(
+                    f"{cls.__qualname__} is a DatabaseTestCase, but its database {database.url} is async: make it "
+                    "a dbtestcase.AsyncDatabaseTestCase, or set the database up with a sync URL (postgresql+psycopg2://)."
+                )
             has_data = cls.setUpTestData.__func__ is not DatabaseTestCase.setUpTestData.__func__  # type: ignore[attr-defined]
             if has_data:
                 state.level = database.begin_level(_CLASS)
@@ -286,7 +291,7 @@ def _check_class(cls: type) -> None:
             raise ConfigurationError(f"{name}.{flag} must be True or False (got {value!r}).")
 
 
-def _resolve_database(cls: type[DatabaseTestCase]) -> tuple[TestDatabase, bool]:
+def _resolve_database(cls: Any, default_url: str | None = None) -> tuple[TestDatabase, bool]:
     """The class's database and whether the class set it up (and so tears it down)."""
     if cls.database is not None:
         if cls.database.is_set_up:
@@ -296,7 +301,7 @@ def _resolve_database(cls: type[DatabaseTestCase]) -> tuple[TestDatabase, bool]:
     if database is not None:
         return database, False
     if cls.metadata is not None:
-        return TestDatabase(cls.metadata, cls.database_url).setup(), True
+        return TestDatabase(cls.metadata, cls.database_url or default_url).setup(), True
     name = cls.__qualname__
     raise NoDatabaseError(
         f"{name} has no database to run on: call dbtestcase.setup_module(Base.metadata) in "

@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
-import atexit
+import asyncio
 import logging
-import weakref
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import MetaData, Table
 from sqlalchemy.engine import URL, Connection, Engine
 
-from . import backends, schema
+from . import asyncdb, backends, namespaces, schema, throwaway
 from . import engine as _engine
 from .exceptions import ConfigurationError
 from .reset import check_arguments, check_transactional, drop_all, reset_schema
 from .savepoints import SavepointLevels
-from .urls import UrlLike, configured_url, mask, parse_url
+from .urls import UrlLike, configured_url, mask
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class TestDatabase(SavepointLevels):
@@ -34,7 +37,10 @@ class TestDatabase(SavepointLevels):
         metadata: the tables to create (``Base.metadata``).
         url: the database; ``None`` reads ``$DBTESTCASE_URL``, and without it a throwaway
             PostgreSQL server is started (once per process); ``mysql://`` alone (no host, no
-            database) starts a throwaway MariaDB.
+            database) starts a throwaway MariaDB. An async URL (``postgresql+asyncpg://...``,
+            ``postgresql+psycopg_async://...``) sets up an AsyncConnection for
+            :class:`~dbtestcase.AsyncDatabaseTestCase`; alone (``postgresql+asyncpg://``) it means
+            ``$DBTESTCASE_URL``'s server, else a throwaway one, with that driver.
         drop_tables: create the tables *committed*, so that other connections (threads,
             subprocesses, an application server) see them, and drop them at teardown with
             :func:`dbtestcase.drop_all`. With the savepoint strategy, refuses to start if one of
@@ -55,9 +61,15 @@ class TestDatabase(SavepointLevels):
         alembic_config: path of an ``alembic.ini``: build the schema with Alembic's
             ``upgrade head`` on the shared connection (inside the outer transaction where DDL is
             transactional) instead of ``create_all``, then check it against ``metadata``.
+        own_schema: PostgreSQL, savepoint strategy: create the tables in a schema of this
+            database's own (:attr:`schema_name`), made inside the outer transaction and put first
+            on the ``search_path``, so that parallel workers, CI shards and other TestDatabases on
+            the same server never wait on each other. Skipped when tables of ``metadata`` exist
+            already, and with ``drop_tables``. False: the default schema, as in 0.1.
 
     .. versionchanged:: 0.2
-       ``strategy``, ``allow_destructive`` and ``base_data``; MySQL/MariaDB and SQLite.
+       ``strategy``, ``allow_destructive``, ``base_data`` and ``own_schema``; MySQL/MariaDB and SQLite;
+       async URLs; in a parallel worker on MySQL/MariaDB, a database of the worker's own.
 
     Raises:
         ConfigurationError: ``metadata`` is not a MetaData, or an option is out of range.
@@ -78,6 +90,7 @@ class TestDatabase(SavepointLevels):
         allow_destructive: bool = False,
         base_data: Callable[[Connection], None] | None = None,
         alembic_config: str | None = None,
+        own_schema: bool = True,
     ) -> None:
         check_arguments(metadata, lock_timeout)
         backends.check_strategy(strategy)
@@ -100,6 +113,11 @@ class TestDatabase(SavepointLevels):
         #: Tables of ``metadata`` that existed before setup(), used as they are and never created or dropped.
         self.preexisting_tables: list[Table] = []
         self._server_side_begin = False
+        self._link: asyncdb.AsyncLink | None = None  # an async URL's connection and event loop
+        self.own_schema = own_schema
+        #: PostgreSQL: the schema of this database's own that holds its tables (see ``own_schema``), else None.
+        self.schema_name: str | None = None
+        self._worker_database = False  # MySQL/MariaDB in a parallel worker: a database of the worker's own
 
     # --- public state -------------------------------------------------------------------------
     @property
@@ -124,6 +142,48 @@ class TestDatabase(SavepointLevels):
         if self._connection is None:
             raise ConfigurationError(f"{self!r} is not set up: call setup() (or use it as a context manager) first.")
         return self._connection
+
+    @property
+    def is_async(self) -> bool:
+        """True when set up on an async URL (asyncpg, psycopg async): use :attr:`async_connection` then.
+
+        .. versionadded:: 0.2
+        """
+        return self._link is not None
+
+    @property
+    def async_connection(self) -> AsyncConnection:
+        """The shared :class:`~sqlalchemy.ext.asyncio.AsyncConnection` of a database set up on an async URL.
+
+        It lives on :attr:`loop`; :attr:`connection` is its sync facade.
+
+        .. versionadded:: 0.2
+        """
+        if self._link is None or self._link.connection is None:
+            raise ConfigurationError(
+                f"{self!r} has no async connection: set it up with an async URL such as "
+                "'postgresql+asyncpg://...' or 'postgresql+psycopg_async://...'."
+            )
+        return self._link.connection
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the async connection lives on (an asyncpg connection cannot change loops).
+
+        .. versionadded:: 0.2
+        """
+        if self._link is None:
+            raise ConfigurationError(f"{self!r} has no event loop: it is not set up on an async URL.")
+        return self._link.loop
+
+    async def run_sync(self, function: Callable[..., T], *args: Any) -> T:
+        """From a coroutine on :attr:`loop`: run the sync ``function(*args)``, which may use :attr:`connection`.
+
+        .. versionadded:: 0.2
+        """
+        if self._link is None:
+            return function(*args)
+        return await self._link.run_async(function, *args)
 
     @property
     def is_set_up(self) -> bool:
@@ -153,8 +213,32 @@ class TestDatabase(SavepointLevels):
         """
         if self._connection is not None:
             return self
-        url = _throwaway_url(self._given_url)
+        url = throwaway.resolve_url(self._given_url)
+        if asyncdb.is_async(url):
+            self._setup_async(url)
+        else:
+            self._setup_sync(url)
+        throwaway.live.add(self)
+        log.debug("set up %r", self)
+        return self
+
+    def _create_engine(self, url: URL) -> Engine:
+        """The engine; in a parallel worker on MySQL/MariaDB, on the worker's own database."""
         engine = _engine.create_engine(url, echo=self._echo, **self._engine_options)
+        try:
+            worker_url = namespaces.worker_database(engine, self.allow_destructive)
+        except BaseException:
+            engine.dispose()
+            raise
+        if worker_url is None:
+            return engine
+        engine.dispose()
+        self._worker_database = True
+        return _engine.create_engine(worker_url, echo=self._echo, **self._engine_options)
+
+    def _setup_sync(self, url: URL) -> None:
+        engine = self._create_engine(url)
+        url = engine.url
         try:
             backends.prepare_engine(engine)
             strategy = backends.resolve_strategy(self.strategy, engine)
@@ -175,16 +259,7 @@ class TestDatabase(SavepointLevels):
                     schema.create_committed(engine, self.metadata, self.lock_timeout)
             connection = _engine.connect(engine)
             try:
-                self._begin(connection)
-                if strategy == "savepoint" and not self.drop_tables:
-                    self.preexisting_tables = schema.create_in_transaction(
-                        connection, self.metadata, self.lock_timeout, self._create
-                    )
-                if strategy == "savepoint" and self.base_data is not None:
-                    self.base_data(connection)
-                check_transactional(connection, self.metadata)
-                self.checks_constraints = schema.has_deferrable_constraints(connection, self.metadata)
-                backends.guard_implicit_commits(connection)
+                self._prepare(connection, strategy)
             except BaseException:
                 connection.close()
                 raise
@@ -192,9 +267,40 @@ class TestDatabase(SavepointLevels):
             engine.dispose()
             raise
         self._engine, self._connection = engine, connection
-        _live.add(self)
-        log.debug("set up %r", self)
-        return self
+
+    def _setup_async(self, url: URL) -> None:
+        """An async URL: the same setup, on an AsyncConnection's sync facade, on a loop of our own."""
+        link = asyncdb.AsyncLink(url, echo=self._echo, engine_options=self._engine_options)
+        try:
+            strategy = backends.resolve_strategy(self.strategy, link.sync_engine)
+            if strategy != "savepoint" or self.drop_tables:
+                raise ConfigurationError(
+                    f"an async URL ({url.drivername}) supports the savepoint strategy without drop_tables only: "
+                    "the tables live in the outer transaction; use a sync URL (postgresql+psycopg2://) for "
+                    "drop_tables=True or the reset strategy."
+                )
+            connection = link.connect()
+            link.run(self._prepare, connection, strategy)
+        except BaseException:
+            link.close()
+            raise
+        self._engine, self._connection, self._link = link.sync_engine, connection, link
+
+    def _prepare(self, connection: Connection, strategy: str) -> None:
+        """Begin the outer transaction on the new connection and create the tables in it."""
+        self._begin(connection)
+        self.schema_name = None
+        if strategy == "savepoint" and not self.drop_tables and self.own_schema:
+            self.schema_name = namespaces.enter_schema(connection, self.metadata)
+        if strategy == "savepoint" and not self.drop_tables:
+            self.preexisting_tables = schema.create_in_transaction(
+                connection, self.metadata, self.lock_timeout, self._create
+            )
+        if strategy == "savepoint" and self.base_data is not None:
+            self.base_data(connection)
+        check_transactional(connection, self.metadata)
+        self.checks_constraints = schema.has_deferrable_constraints(connection, self.metadata)
+        backends.guard_implicit_commits(connection)
 
     def teardown(self) -> None:
         """Roll back the outer transaction, close the connection and dispose of the engine.
@@ -202,24 +308,39 @@ class TestDatabase(SavepointLevels):
         Safe to call twice. With ``drop_tables=True`` the tables are then dropped with
         :func:`dbtestcase.drop_all`.
         """
-        connection, engine = self._connection, self._engine
+        connection, engine, link = self._connection, self._engine, self._link
         if connection is None or engine is None:
             return
-        self._connection = self._engine = None
+        self._connection = self._engine = self._link = None
         self._levels.clear()
-        _live.discard(self)
-        try:
+        throwaway.live.discard(self)
+        if link is not None:
             try:
-                if self._server_side_begin:
-                    connection.exec_driver_sql("ROLLBACK")
-                    backends.release_transaction(connection)
+                link.run(self._close, connection, engine)
             finally:
-                connection.close()  # rolls back SQLAlchemy's own transaction, if that is the outer one
-            if self.drop_tables:
-                drop_all(engine, self.metadata, lock_timeout=self.lock_timeout, allow_destructive=True)
-        finally:
-            engine.dispose()
+                link.close()  # and its engine, and its event loop
+        else:
+            try:
+                self._close(connection, engine)
+            finally:
+                engine.dispose()
         log.debug("tore down %r", self)
+
+    def _close(self, connection: Connection, engine: Engine) -> None:
+        """Roll back the outer transaction and close the connection; then drop what outlives it."""
+        try:
+            if self._server_side_begin:
+                connection.exec_driver_sql("ROLLBACK")
+                backends.release_transaction(connection)
+        finally:
+            connection.close()  # rolls back SQLAlchemy's own transaction, if that is the outer one
+        if self.schema_name is not None and not self._server_side_begin:
+            # A driver that cannot keep a test from committing may have committed our schema.
+            namespaces.drop_committed_schema(engine, self.schema_name)
+        if self.drop_tables:
+            drop_all(engine, self.metadata, lock_timeout=self.lock_timeout, allow_destructive=True)
+        if self._worker_database:
+            namespaces.drop_worker_database(engine)
 
     def __enter__(self) -> TestDatabase:
         return self.setup()
@@ -243,29 +364,8 @@ class TestDatabase(SavepointLevels):
             connection.begin()
 
 
-def _throwaway_url(url: URL | None) -> URL:
-    """``url``, or a throwaway server's: PostgreSQL for no URL, MariaDB for ``mysql://`` alone."""
-    if url is not None and not (
-        backends.is_mysql(url.get_backend_name()) and not url.host and not url.database and not url.query
-    ):
-        return url
-    if url is None:
-        from .server import shared_server  # imported late: most runs give a URL
-
-        url = parse_url(shared_server().url)
-    else:
-        from .mariadb_server import shared_mariadb_server
-
-        url = parse_url(shared_mariadb_server().url)
-    # atexit runs handlers last-in first-out: ours must close before the server stops.
-    atexit.unregister(_teardown_leftovers)
-    atexit.register(_teardown_leftovers)
-    return url
-
-
 # --- the module-level API -----------------------------------------------------------------------
 _active: list[TestDatabase] = []
-_live: weakref.WeakSet[TestDatabase] = weakref.WeakSet()
 
 
 def setup_module(metadata: MetaData, url: UrlLike | None = None, **options: Any) -> TestDatabase:
@@ -296,16 +396,3 @@ def teardown_module() -> None:
 def active_database() -> TestDatabase | None:
     """The TestDatabase made active by :func:`setup_module`, or ``None``."""
     return _active[-1] if _active else None
-
-
-def _teardown_leftovers() -> None:
-    """Databases set up at import time and never torn down: close them before the server stops."""
-    _active.clear()
-    for database in list(_live):
-        try:
-            database.teardown()
-        except Exception:  # the process is exiting: log, do not mask the real outcome
-            log.warning("could not tear down %r at exit", database, exc_info=True)
-
-
-atexit.register(_teardown_leftovers)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine
@@ -10,6 +11,9 @@ from sqlalchemy.exc import DBAPIError, NoSuchModuleError
 
 from .exceptions import ConnectionFailedError, DriverMissingError
 from .urls import mask
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 # pip packages that provide the DBAPI modules users most often name in URLs.
 _DRIVER_PACKAGES = {
@@ -30,12 +34,30 @@ def create_engine(url: URL, *, echo: bool = False, **engine_options: Any) -> Eng
     Raises:
         DriverMissingError: the dialect or its DBAPI module is not installed.
     """
+    engine: Engine = _create(sa.create_engine, url, echo, engine_options)
+    return engine
+
+
+def create_async_engine(url: URL, *, echo: bool = False, **engine_options: Any) -> AsyncEngine:
+    """``sqlalchemy.ext.asyncio.create_async_engine``, as :func:`create_engine` (needs greenlet)."""
+    from sqlalchemy.ext.asyncio import create_async_engine as factory
+
+    engine: AsyncEngine = _create(factory, url, echo, engine_options)
+    return engine
+
+
+# The driver's connect timeout parameter: a host that drops packets would otherwise hang the first test.
+_CONNECT_TIMEOUT = {"psycopg2": "connect_timeout", "psycopg": "connect_timeout", "psycopg_async": "connect_timeout",
+                    "asyncpg": "timeout"}
+
+
+def _create(factory: Callable[..., Any], url: URL, echo: bool, engine_options: dict[str, Any]) -> Any:
     options: dict[str, Any] = {"echo": echo, **engine_options}
-    if url.drivername == "postgresql+psycopg2" and "connect_timeout" not in url.query:
-        # A host that drops packets would otherwise make the first test hang forever.
-        options.setdefault("connect_args", {}).setdefault("connect_timeout", 10)
+    timeout = _CONNECT_TIMEOUT.get(url.get_driver_name()) if url.get_backend_name() == "postgresql" else None
+    if timeout and timeout not in url.query:
+        options.setdefault("connect_args", {}).setdefault(timeout, 10)
     try:
-        return sa.create_engine(url, **options)
+        return factory(url, **options)
     except NoSuchModuleError:
         raise DriverMissingError(
             f"SQLAlchemy has no dialect {url.drivername!r} (from {mask(url)}): use a URL such as "
@@ -64,12 +86,14 @@ def connect(engine: Engine) -> Connection:
     try:
         return engine.connect()
     except DBAPIError as exc:
-        raise ConnectionFailedError(_explain(engine.url, exc)) from exc
+        raise ConnectionFailedError(explain(engine.url, exc)) from exc
 
 
-def _explain(url: URL, exc: DBAPIError) -> str:
-    """A one-line reason for a failed connection; the password never appears in it."""
-    detail = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+def explain(url: URL, exc: BaseException) -> str:
+    """A one-line reason for a failed connection (a DBAPIError, or an OSError from an async driver); the
+    password never appears in it."""
+    orig = getattr(exc, "orig", None)
+    detail = (str(orig if orig is not None else exc).strip().splitlines() or [type(exc).__name__])[0]
     if url.password:
         detail = detail.replace(str(url.password), "***")
     where = f"{url.host or 'localhost'}:{url.port or 'default port'}"

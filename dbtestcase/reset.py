@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import close_all_sessions
 from sqlalchemy.schema import DropConstraint, DropTable
 
-from .backends import check_destructive, is_mysql
+from .backends import check_destructive, is_mysql, sqlstate
 from .exceptions import ConfigurationError, LockTimeoutError, NonTransactionalTableError
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ def drop_tables(connection: Connection, metadata: MetaData, lock_timeout: float,
         metadata.drop_all(connection, tables=tables)
     except DBAPIError as exc:
         blocked.rollback()
-        if getattr(exc.orig, "pgcode", None) != LOCK_NOT_AVAILABLE:
+        if sqlstate(exc) != LOCK_NOT_AVAILABLE:
             raise
         raise LockTimeoutError(_describe_blockers(connection, metadata, lock_timeout)) from exc
     blocked.commit()

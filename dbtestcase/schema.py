@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from . import engine as _engine
+from .backends import sqlstate
 from .exceptions import ConfigurationError, LockTimeoutError, SchemaMismatchError
 from .reset import LOCK_NOT_AVAILABLE, drop_tables, existing_tables, limit_lock_wait, open_transactions
 from .urls import mask
@@ -53,14 +54,15 @@ def create_in_transaction(
     try:
         create(connection)
     except DBAPIError as exc:
-        if getattr(exc.orig, "pgcode", None) != LOCK_NOT_AVAILABLE:
+        if sqlstate(exc) != LOCK_NOT_AVAILABLE:
             raise
-        connection.exec_driver_sql("ROLLBACK; BEGIN")
+        connection.exec_driver_sql("ROLLBACK")
+        connection.exec_driver_sql("BEGIN")
         raise LockTimeoutError(
             f"creating the tables in {mask(connection.engine.url)} waited lock_timeout="
             f"{lock_timeout:g}s for another transaction that holds the same tables "
             f"({open_transactions(connection)}). Two test databases with the same tables "
-            "cannot share one database at once: tear the other down first, or give this "
+            "cannot share one schema at once: tear the other down first, leave own_schema on, or give this "
             "one another database (url=...)."
         ) from exc
     connection.exec_driver_sql("SET LOCAL lock_timeout = DEFAULT")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import unittest
+from unittest import mock
 
 import sqlalchemy as sa
 
@@ -55,13 +57,54 @@ class Lifecycle(unittest.TestCase):
         """Two databases creating the same tables on one server fail in lock_timeout, not forever."""
         metadata, _ = unique_metadata("clash")
         url = server_url()
-        with TestDatabase(metadata, url):
-            second = TestDatabase(metadata, url, lock_timeout=0.3)
+        with TestDatabase(metadata, url, own_schema=False):
+            second = TestDatabase(metadata, url, lock_timeout=0.3, own_schema=False)
             with self.assertRaises(LockTimeoutError) as caught:
                 second.setup()
             self.assertIn("waited lock_timeout=0.3s for another transaction that holds the same tables", str(caught.exception))
-            self.assertIn("give this one another database", str(caught.exception))
+            self.assertIn("leave own_schema on, or give this one another database", str(caught.exception))
             self.assertFalse(second.is_set_up)
+
+    @skip_unless("postgresql", why="schemas are PostgreSQL's")
+    def test_same_tables_twice_in_schemas_of_their_own(self) -> None:
+        """Two databases with the same tables on one server each get a schema: no wait, no shared rows, no trace."""
+        metadata, names = unique_metadata("twins")
+        url = server_url()
+        with TestDatabase(metadata, url, lock_timeout=0.3) as one, TestDatabase(metadata, url, lock_timeout=0.3) as two:
+            self.assertNotEqual(one.schema_name, two.schema_name)
+            for database in (one, two):
+                self.assertRegex(database.schema_name or "", rf"^dbtestcase_{os.getpid()}_[0-9a-f]{{8}}$")
+                current = database.connection.exec_driver_sql("SELECT current_schema()").scalar()
+                self.assertEqual(current, database.schema_name)
+            one.connection.execute(metadata.tables[names[0]].insert().values(id=1, name="one's"))
+            rows = two.connection.execute(sa.select(metadata.tables[names[0]])).all()
+            self.assertEqual(rows, [])
+            self.assertEqual(tables_seen_by_another_connection(url, names), [])
+            schemas = [one.schema_name, two.schema_name]
+        engine = sa.create_engine(url)
+        try:
+            with engine.connect() as other:
+                left = other.execute(
+                    sa.text("SELECT nspname FROM pg_namespace WHERE nspname = ANY(:names)"), {"names": schemas}
+                ).all()
+        finally:
+            engine.dispose()
+        self.assertEqual(left, [], "the schemas vanished with the outer transactions")
+
+    @skip_unless("postgresql", why="schemas are PostgreSQL's")
+    def test_existing_tables_keep_the_default_schema(self) -> None:
+        """Tables of the metadata that exist already are used where they are: no schema of our own."""
+        metadata, names = unique_metadata("kept")
+        url = server_url()
+        engine = sa.create_engine(url)
+        metadata.create_all(engine)
+        try:
+            with TestDatabase(metadata, url) as database:
+                self.assertIsNone(database.schema_name)
+                self.assertEqual([table.name for table in database.preexisting_tables], names)
+        finally:
+            metadata.drop_all(engine)
+            engine.dispose()
 
     @skip_unless("postgresql", "sqlite", why="the reset strategy of MySQL/MariaDB commits its tables")
     def test_failed_setup_leaves_nothing(self) -> None:
@@ -232,3 +275,58 @@ class PreexistingTables(unittest.TestCase):
         self.assertIn(f"hold rows: {name}. Tests would not start on a blank slate", str(caught.exception))
         with engine.connect() as connection:
             self.assertEqual(connection.exec_driver_sql(f"SELECT name FROM {name}").scalar(), "precious")
+
+
+class Workers(unittest.TestCase):
+    """In a parallel worker (DBTESTCASE_WORKER or pytest-xdist's PYTEST_XDIST_WORKER set)."""
+
+    def as_worker(self, name: str) -> None:
+        environ = {"DBTESTCASE_WORKER": name}
+        patcher = mock.patch.dict(os.environ, environ)
+        patcher.start()
+        self.addCleanup(patcher.stop)
+
+    @skip_unless("mysql", "mariadb", why="a database per worker is the MySQL/MariaDB way")
+    def test_mysql_database_per_worker(self) -> None:
+        """Two workers reset and use databases of their own (test_<worker>), dropped at teardown."""
+        metadata, names = unique_metadata("workers")
+        url = server_url()
+        self.as_worker("w1")
+        one = TestDatabase(metadata, url).setup()
+        self.as_worker("w2")
+        try:
+            with TestDatabase(metadata, url) as two:
+                self.assertEqual(one.url.database, f"{url.database}_w1")
+                self.assertEqual(two.url.database, f"{url.database}_w2")
+                one.connection.execute(metadata.tables[names[0]].insert().values(id=1, name="one's"))
+                self.assertEqual(two.connection.execute(sa.select(metadata.tables[names[0]])).all(), [])
+                self.assertEqual(tables_seen_by_another_connection(url, names), [], "the configured database is untouched")
+                self.assertEqual(sorted(tables_seen_by_another_connection(two.url, names)), sorted(names))
+        finally:
+            one.teardown()
+        engine = sa.create_engine(url)
+        try:
+            with engine.connect() as other:
+                left = other.exec_driver_sql(f"SHOW DATABASES LIKE '{url.database}\\_w_'").all()
+        finally:
+            engine.dispose()
+        self.assertEqual(left, [], "each worker's database was dropped")
+
+    @skip_unless("postgresql", why="schemas are PostgreSQL's")
+    def test_postgres_schema_names_the_worker(self) -> None:
+        """On PostgreSQL a worker keeps the configured database; its schema's name says which worker it is."""
+        metadata, _ = unique_metadata("named")
+        self.as_worker("gw3")
+        with TestDatabase(metadata, server_url()) as database:
+            self.assertEqual(database.url.database, server_url().database)
+            self.assertRegex(database.schema_name or "", rf"^dbtestcase_gw3_{os.getpid()}_[0-9a-f]{{8}}$")
+
+    @skip_unless("mysql", "mariadb", why="a database per worker is the MySQL/MariaDB way")
+    def test_worker_database_needs_a_test_database(self) -> None:
+        """A configured database whose name lacks "test" is refused before any database is created."""
+        metadata, _ = unique_metadata("guarded")
+        self.as_worker("w1")
+        database = TestDatabase(metadata, server_url().set(database="production"))
+        message = r"^resetting a parallel worker's database drops tables, and the database 'production'"
+        with self.assertRaisesRegex(dbtestcase.DestructiveActionError, message):
+            database.setup()

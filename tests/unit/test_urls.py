@@ -88,8 +88,8 @@ class Mask(unittest.TestCase):
 class ThrowawayChoice(unittest.TestCase):
     def test_only_a_bare_mysql_url_means_a_throwaway_mariadb(self) -> None:
         """A MySQL URL with a database or a host is used as it is (mysqlclient: the local socket)."""
-        from dbtestcase.database import _throwaway_url
+        from dbtestcase.throwaway import resolve_url
 
         for text in ("mysql+pymysql:///app", "mysql+pymysql://root@db/test", "postgresql+psycopg2://u@h/test"):
             url = parse_url(text)
-            self.assertIs(_throwaway_url(url), url, text)
+            self.assertIs(resolve_url(url), url, text)

@@ -1,0 +1,58 @@
+"""The server of a TestDatabase whose URL names none, and closing databases before such a server stops."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import weakref
+from typing import Any
+
+from sqlalchemy.engine import URL
+
+from . import asyncdb, backends
+from .urls import configured_url, parse_url
+
+log = logging.getLogger(__name__)
+
+#: Every TestDatabase set up and not yet torn down (dbtestcase.database adds and discards them).
+live: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def resolve_url(url: URL | None) -> URL:
+    """``url``, or a throwaway server's: PostgreSQL for no URL, MariaDB for ``mysql://`` alone.
+
+    An async PostgreSQL URL alone (``postgresql+asyncpg://``) means the configured server
+    (``$DBTESTCASE_URL``), else a throwaway one, with that driver.
+    """
+    bare = url is not None and not url.host and not url.database and not url.query
+    if bare and url is not None and url.get_backend_name() == "postgresql" and asyncdb.is_async(url):
+        configured = configured_url()
+        if configured is None or configured.get_backend_name() != "postgresql":
+            configured = resolve_url(None)
+        return configured.set(drivername=url.drivername)
+    if url is not None and not (bare and backends.is_mysql(url.get_backend_name())):
+        return url
+    if url is None:
+        from .server import shared_server  # imported late: most runs give a URL
+
+        url = parse_url(shared_server().url)
+    else:
+        from .mariadb_server import shared_mariadb_server
+
+        url = parse_url(shared_mariadb_server().url)
+    # atexit runs handlers last-in first-out: ours must close before the server stops.
+    atexit.unregister(_teardown_leftovers)
+    atexit.register(_teardown_leftovers)
+    return url
+
+
+def _teardown_leftovers() -> None:
+    """Databases set up at import time and never torn down: close them before the server stops."""
+    for database in list(live):
+        try:
+            database.teardown()
+        except Exception:  # the process is exiting: log, do not mask the real outcome
+            log.warning("could not tear down %r at exit", database, exc_info=True)
+
+
+atexit.register(_teardown_leftovers)

@@ -1,0 +1,34 @@
+"""Who we are in a parallel run: the run's id (shared by its workers) and this worker's id."""
+
+from __future__ import annotations
+
+import os
+import re
+
+__all__ = ["ENV_RUN_ID", "ENV_WORKER", "run_id", "worker_id"]
+
+#: Shared by every worker process of one run: they attach to one throwaway server. Set by the nose2
+#: plugin when its mp plugin starts workers; pytest-xdist's ``PYTEST_XDIST_TESTRUNUID`` serves too.
+#: Set it yourself to share a throwaway server between processes you start.
+ENV_RUN_ID = "DBTESTCASE_RUN_ID"
+#: This worker's name (``gw0``): set by the nose2 plugin in mp workers; pytest-xdist's
+#: ``PYTEST_XDIST_WORKER`` serves too.
+ENV_WORKER = "DBTESTCASE_WORKER"
+
+_XDIST_RUN_ID = "PYTEST_XDIST_TESTRUNUID"
+_XDIST_WORKER = "PYTEST_XDIST_WORKER"
+
+
+def run_id() -> str | None:
+    """The id of the parallel run this process belongs to, or None when it runs on its own."""
+    return _env(ENV_RUN_ID) or _env(_XDIST_RUN_ID)
+
+
+def worker_id() -> str | None:
+    """This process's worker name in a parallel run (letters, digits and ``_`` only), or None."""
+    name = _env(ENV_WORKER) or _env(_XDIST_WORKER)
+    return re.sub(r"[^A-Za-z0-9_]", "_", name)[:24] if name else None
+
+
+def _env(name: str) -> str | None:
+    return os.environ.get(name, "").strip() or None
