@@ -11,7 +11,8 @@ the hand-written SQLAlchemy 2 recipe (begin_nested + Session(join_transaction_mo
 "create_savepoint") per test); "kit" = DatabaseTestCase run by unittest, with unittest's own cost
 taken out. Rows with the same body are compared with each other: "empty" and "session used"
 (session.execute(select(1))); "kit, bound scoped_session used" runs that body through an
-application's global scoped_session bound with bind_sessions. drop_all + create_all and TRUNCATE of every table are timed as the
+application's global scoped_session bound with bind_sessions; "kit async" runs AsyncDatabaseTestCase
+on asyncpg, in the same rounds, against the sync floor. drop_all + create_all and TRUNCATE of every table are timed as the
 setUp + tearDown of suites that isolate tests that way, against the kit's (empty body).
 """
 
@@ -35,6 +36,7 @@ from dbtestcase.server import PostgresServer, shared_server  # noqa: E402
 from dbtestcase.urls import parse_url  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from async_rows import async_approaches, available, report_async  # noqa: E402
 from common import ROUNDS, floor, interleaved, schema, unittest_alone, unittest_runner  # noqa: E402
 from other_backends import report_other_backends  # noqa: E402
 
@@ -82,6 +84,7 @@ def measure(url: sa.engine.URL, tables: int, count: int) -> dict[str, float]:
                 app_session.remove()
 
         Kit.database = Bound.database = database
+        more, teardown_async = async_approaches(url, metadata) if available() else ({}, lambda: None)
         names = ", ".join(table.name for table in metadata.sorted_tables)
 
         def drop_create() -> None:  # setUp + tearDown of a create/drop-per-test suite
@@ -101,8 +104,10 @@ def measure(url: sa.engine.URL, tables: int, count: int) -> dict[str, float]:
                 "recipe, session used": (recipe(True), count),
                 "kit, session used": (unittest_runner(Kit, "test_session"), count),
                 "kit, bound scoped_session used": (unittest_runner(Bound, "test_session"), count),
+                **{name: (run_one, count) for name, run_one in more.items()},
             }
         )
+        teardown_async()
         Kit.doClassCleanups()
         Bound.doClassCleanups()
         database.teardown()
@@ -118,7 +123,7 @@ def measure(url: sa.engine.URL, tables: int, count: int) -> dict[str, float]:
         engine.dispose()
     unittest_cost = isolation.pop("unittest alone")
     for name in isolation:
-        if name.startswith("kit"):
+        if name.startswith(("kit", "plain")):
             isolation[name] -= unittest_cost
     return {**isolation, **cleanup}
 
@@ -157,6 +162,7 @@ def report(tables: int, results: dict[str, float]) -> bool:
         print(f"  target: kit ({body}) within 3x the floor and no slower than the recipe: {'met' if met else 'MISSED'}")
     bound, floor = results["kit, bound scoped_session used"], results["floor, session used"]
     print(f"  {'kit, bound scoped_session used':36} {bound * 1e6:8.0f}us {f'{bound / floor:.2f}x floor (session used)':>28}")
+    report_async(results)
     kit = results["kit, empty"]
     print("  setUp + tearDown of the alternatives (empty body), against the kit's:")
     for name in ("drop_all + create_all", "TRUNCATE"):

@@ -174,26 +174,24 @@ class AsyncDatabaseTestCase(unittest.IsolatedAsyncioTestCase):
         database = type(self)._dbtc_class_setup().database
         self.__dict__["_dbtc_loop"] = database.loop
         asyncio.set_event_loop(database.loop)
-        self._dbtc_await(self._dbtc_begin(database))
+        level = database.top_level()
+        if level is None or not level.startswith("dbtestcase_" + _TEST):
+            level = self._dbtc_await(database.run_sync(database.begin_level, _TEST))
+        self.addCleanup(self._dbtc_end, database, level)
         self._dbtc_context.run(self.setUp)
-        self._dbtc_await(self.asyncSetUp())
+        if _overrides(self, "asyncSetUp"):  # a task per call costs: skip the empty default
+            self._dbtc_await(self.asyncSetUp())
 
     def _callTestMethod(self, method: Callable[[], Any]) -> None:  # noqa: N802
         self._dbtc_maybe_await(self._dbtc_context.run(method))
 
     def _callTearDown(self) -> None:  # noqa: N802
-        self._dbtc_await(self.asyncTearDown())
+        if _overrides(self, "asyncTearDown"):
+            self._dbtc_await(self.asyncTearDown())
         self._dbtc_context.run(self.tearDown)
 
     def _callCleanup(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> None:  # noqa: N802
         self._dbtc_maybe_await(self._dbtc_context.run(function, *args, **kwargs))
-
-    async def _dbtc_begin(self, database: TestDatabase) -> None:
-        """Make sure a test savepoint is set, and roll back to it after every cleanup."""
-        level = database.top_level()
-        if level is None or not level.startswith("dbtestcase_" + _TEST):
-            level = await database.run_sync(database.begin_level, _TEST)
-        self.addCleanup(self._dbtc_end, database, level)
 
     async def _dbtc_end(self, database: TestDatabase, level: str) -> None:
         session = self.__dict__.pop("_dbtc_session", None)
@@ -227,6 +225,10 @@ class AsyncDatabaseTestCase(unittest.IsolatedAsyncioTestCase):
                 loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
         finally:
             asyncio.set_event_loop(None)
+
+
+def _overrides(test: unittest.IsolatedAsyncioTestCase, name: str) -> bool:
+    return getattr(type(test), name) is not getattr(unittest.IsolatedAsyncioTestCase, name)
 
 
 async def _wrap(awaitable: Awaitable[T]) -> T:
