@@ -11,6 +11,8 @@ import time
 import unittest
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from tests.functional.support import (
     ROOT,
     backend,
@@ -53,7 +55,8 @@ SAMPLE = {
                 self.session.execute(items.insert().values(name="half way"))
                 self.session.commit()
                 if os.environ.get("HANG") == "1":
-                    open(os.environ["READY_FILE"], "w").close()
+                    with open(os.environ["READY_FILE"], "w") as ready:
+                        ready.write(dbtestcase.active_database().schema_name or "")
                     time.sleep(120)
     """,
 }
@@ -104,6 +107,23 @@ class KilledRuns(unittest.TestCase):
         self.assertEqual(rows, [0, 0], "rows the killed run committed in its test")
         if backend() in ("postgresql", "sqlite"):
             self.assertEqual(tables, [], "tables of the killed run")
+        schema = (self.dir / "ready").read_text()
+        if backend() == "postgresql" and schema:
+            self.assertTrue(schema.startswith("dbtestcase_"), schema)
+            self.assertFalse(self.schema_exists(schema), "the killed run's own schema")
+
+    def schema_exists(self, name: str) -> bool:
+        engine = sa.create_engine(self.url)
+        try:
+            deadline = time.monotonic() + 15
+            while True:
+                with engine.connect() as other:
+                    found = bool(other.execute(sa.text("SELECT 1 FROM pg_namespace WHERE nspname = :n"), {"n": name}).first())
+                if not found or time.monotonic() > deadline:
+                    return found
+                time.sleep(0.1)
+        finally:
+            engine.dispose()
 
     def wait_for_tables(self, expected: list[str]) -> list[str]:
         """Poll: the server notices a dead client's connection only after a moment."""
