@@ -205,6 +205,10 @@ class MariaDBServer(ChildServer):
             raise ServerStartError(f"uid {self._runas[0]} (nobody) cannot reach {self.mariadbd}; install MariaDB where "
                                    "every user can read it, or run the tests as an ordinary user.")
 
+    def _binary(self) -> str:
+        assert self.mariadbd
+        return os.path.realpath(self.mariadbd)
+
     def _boot(self) -> None:
         self._make_data(self._path("data"))
         self._launch(self._path("error.log"), b"Address already in use", self._path("error.log"))
@@ -257,6 +261,8 @@ _shared = Shared(MariaDBServer)
 def shared_mariadb_server() -> MariaDBServer:
     """Return the process-wide MariaDB server, starting it on the first call; atexit stops it.
 
-    Thread-safe. A process forked from the owner gets the owner's server, and cannot stop it.
+    Thread-safe. A process forked from the owner gets the owner's server, and cannot stop it. When
+    :func:`~dbtestcase.workers.run_id` is set, the processes of the run share one server instead: the first
+    starts it, the others attach, the last one to exit stops it (see :mod:`dbtestcase.runshare`).
     """
     return _shared.get()

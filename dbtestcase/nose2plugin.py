@@ -11,18 +11,24 @@ Enable it in ``unittest.cfg`` / ``nose2.cfg``::
 or on the command line: ``nose2 --plugin dbtestcase.nose2plugin --db-url postgresql://...``.
 The URL is handed to the tests as ``$DBTESTCASE_URL``.
 Precedence: ``--db-url``, then ``$DBTESTCASE_URL``, then the config file.
+
+With nose2's mp plugin (``nose2 -N 4``) the plugin runs in every worker too; it gives the workers one
+``$DBTESTCASE_RUN_ID``, so that they share one throwaway server, and each its own ``$DBTESTCASE_WORKER``.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Sequence
 from typing import Union
 
 from nose2 import events
 
 from .exceptions import ConfigurationError
+from .process import Shared
 from .urls import URL_ENV, parse_url
+from .workers import ENV_RUN_ID, ENV_WORKER
 
 __unittest = True
 
@@ -57,3 +63,27 @@ class DbTestCasePlugin(events.Plugin):
             # A one-line usage error, as argparse gives, rather than a traceback.
             raise SystemExit(f"nose2: error: {source}: {exc}") from None
         os.environ[URL_ENV] = url.strip()
+
+    def registerInSubprocess(self, event: events.Event) -> None:
+        """Before the mp plugin starts its workers: have them load this plugin, and give them one run id.
+
+        .. versionadded:: 0.2
+        """
+        event.pluginClasses.append(type(self))
+        if not os.environ.get(ENV_RUN_ID, "").strip():  # the user's own id wins
+            os.environ[ENV_RUN_ID] = f"nose2-{os.getpid()}-{secrets.token_hex(4)}"
+
+    def startSubprocess(self, event: events.Event) -> None:
+        """In an mp worker, before it runs tests: name the worker.
+
+        .. versionadded:: 0.2
+        """
+        os.environ[ENV_WORKER] = f"nose2_{os.getpid()}"
+
+    def stopSubprocess(self, event: events.Event) -> None:
+        """In an mp worker, after its last test: leave the shared server now, as the worker ends with os._exit(),
+        which skips atexit.
+
+        .. versionadded:: 0.2
+        """
+        Shared.stop_all()

@@ -1,4 +1,5 @@
-"""What the throwaway servers share: a run directory, a watchdog, child processes, the stop, one server per process."""
+"""What the throwaway servers share: a run directory, a watchdog, child processes, the stop, one server per process
+(or per parallel run: runshare.py)."""
 
 from __future__ import annotations
 
@@ -22,9 +23,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from .binaries import _locked, _traversable
 from .exceptions import ServerError, ServerStartError
+from .workers import run_id
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # annotations only: no runtime dependency
+
+    from .runshare import Share
 
 __all__ = ["ChildServer", "Shared"]
 
@@ -33,6 +37,7 @@ READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 MIN_SHM_FREE = 256 * 1024 * 1024
 _PDEATHSIG = sys.platform.startswith("linux")  # False: rely on the watchdog alone (as a test does)
+_let_go: list[subprocess.Popen[bytes]] = []  # children of shared servers others still use: no ResourceWarning
 
 # Runs in its own session, so a Ctrl-C to the terminal does not reach it. Its stdin is a pipe whose write
 # end only the owner holds: each line is the pid to stop if the owner dies (0: none); EOF: the owner is gone.
@@ -118,11 +123,16 @@ class ChildServer(abc.ABC):
         self._proc: subprocess.Popen[bytes] | None = None
         self._watchdog: subprocess.Popen[bytes] | None = None
         self._pipe: int | None = None
+        # Set by runshare when the processes of a parallel run share this server: it must then outlive us, its
+        # watchdog watches the run's processes instead of us, and stop() only stops it for the last of them.
+        self._share: Share | None = None
 
     @property
     def pid(self) -> int | None:
         """The server process's pid, or None when not running."""
-        return self._proc.pid if self._proc else None
+        if self._proc:
+            return self._proc.pid
+        return self._share.pid if self._share and self.directory else None  # attached to a run's server
 
     @property
     @abc.abstractmethod
@@ -169,8 +179,14 @@ class ChildServer(abc.ABC):
         return self
 
     def stop(self) -> None:
-        """Stop the server and remove its directory; safe to call twice, and a no-op in a forked child."""
+        """Stop the server and remove its directory; safe to call twice, and a no-op in a forked child.
+
+        For a server shared by a parallel run, leave the run: the server stops only when no process uses it.
+        """
         if self._owner != os.getpid() or self.directory is None:
+            return
+        if self._share is not None:
+            self._share.leave(self)
             return
         url, directory = self.url if self.port else None, self.directory
         self._teardown()
@@ -196,6 +212,11 @@ class ChildServer(abc.ABC):
             ServerStartError: it never will; the message says why.
         """
 
+    def _binary(self) -> str:
+        """The server binary in use (after :meth:`_prepare`): the processes of a run share a server only if
+        they agree on it."""
+        return os.path.realpath(self.bindir or "")
+
     def _path(self, name: str) -> str:
         """Return the path of ``name`` in the run directory."""
         assert self.directory
@@ -205,7 +226,8 @@ class ChildServer(abc.ABC):
         """Start a child in its own session, as the run user, and bound to this thread's life where we can."""
         if self._runas:
             kwargs.update(user=self._runas[0], group=self._runas[1], extra_groups=[])
-        if _PDEATHSIG and threading.current_thread() is threading.main_thread():  # a thread may end first
+        # A shared server must outlive us; a thread may end before us.
+        if _PDEATHSIG and self._share is None and threading.current_thread() is threading.main_thread():
             kwargs["preexec_fn"] = _deathsig_hook(os.getpid())  # SIGQUIT: postgres quits at once, mariadbd cleanly
         kwargs.setdefault("stdin", subprocess.DEVNULL)
         return subprocess.Popen(cmd, cwd=self.directory, start_new_session=True, **kwargs)
@@ -213,10 +235,11 @@ class ChildServer(abc.ABC):
     def _start_watchdog(self) -> None:
         assert self.directory
         read, self._pipe = os.pipe()  # close-on-exec: no other child inherits the write end
+        cmd = self._share.watchdog(self.directory) if self._share else [sys.executable, "-I", "-S", "-c", _WATCHDOG,
+                                                                        self.directory]
         try:
-            self._watchdog = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", _WATCHDOG, self.directory], stdin=read,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/", start_new_session=True)
+            self._watchdog = subprocess.Popen(cmd, stdin=read, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                              cwd="/", start_new_session=True)
         finally:
             os.close(read)
 
@@ -329,6 +352,15 @@ class ChildServer(abc.ABC):
                 self._watchdog.wait()
             self._watchdog = None
 
+    def _forget(self) -> None:
+        """Let go of a shared server that other processes still use: it keeps running, and so does its watchdog."""
+        _let_go.extend(child for child in (self._proc, self._watchdog) if child is not None)
+        self._proc = self._watchdog = None
+        if self._pipe is not None:
+            os.close(self._pipe)  # EOF: a shared server's watchdog goes on watching the run's processes
+            self._pipe = None
+        self.directory = self.port = None
+
 
 S = TypeVar("S", bound=ChildServer)
 
@@ -336,14 +368,25 @@ S = TypeVar("S", bound=ChildServer)
 class Shared(Generic[S]):
     """The process-wide server made by ``factory``, started on first use; atexit stops it.
 
-    Thread-safe. A process forked from the owner gets the owner's server, and cannot stop it.
+    Thread-safe. A process forked from the owner gets the owner's server, and cannot stop it. In a parallel run
+    (:func:`~dbtestcase.workers.run_id`), the run's processes share one server: see :mod:`dbtestcase.runshare`.
     """
+
+    _instances: ClassVar[list[Shared[Any]]] = []
 
     def __init__(self, factory: Callable[[], S]) -> None:
         self.factory = factory
         self.current: S | None = None
         self._lock = threading.Lock()
         os.register_at_fork(after_in_child=self._reset_lock)
+        self._instances.append(self)
+
+    @classmethod
+    def stop_all(cls) -> None:
+        """Stop (or leave, when a run shares them) the process-wide servers: for processes that end without atexit."""
+        for shared in cls._instances:
+            if shared.current is not None:
+                shared.current.stop()
 
     def _reset_lock(self) -> None:
         self._lock = threading.Lock()  # another thread may have held it at fork time
@@ -351,8 +394,16 @@ class Shared(Generic[S]):
     def get(self) -> S:
         """Return the server, starting a new one if there is none yet or it was stopped."""
         with self._lock:
-            if self.current is None or self.current.directory is None:
-                server = self.factory().start()
+            current = self.current
+            # A forked child joins its parent's run itself, so that the server lives as long as the child.
+            if current is None or current.directory is None or (current._share and current._owner != os.getpid()):
+                run = run_id()
+                if run is None:
+                    server = self.factory().start()
+                else:
+                    from .runshare import join  # only parallel runs need it
+
+                    server = join(self.factory(), run, previous=current._share if current else None)
                 atexit.register(server.stop)
-                self.current = server
-            return self.current
+                self.current = current = server
+            return current

@@ -124,6 +124,11 @@ _shared = Shared(PostgresServer)
 def shared_server() -> PostgresServer:
     """Return the process-wide server, starting it on the first call; atexit stops it.
 
-    Thread-safe. A process forked from the owner gets the owner's server, and cannot stop it.
+    Thread-safe. A process forked from the owner gets the owner's server, and cannot stop it. When
+    :func:`~dbtestcase.workers.run_id` is set, the processes of the run share one server instead: the first
+    starts it, the others attach, the last one to exit stops it (see :mod:`dbtestcase.runshare`).
+
+    .. versionchanged:: 0.2
+       One server per parallel run (pytest-xdist, nose2's mp plugin, ``$DBTESTCASE_RUN_ID``).
     """
     return _shared.get()

@@ -68,11 +68,20 @@ def write_project(directory: Path, files: dict[str, str]) -> Path:
     return directory
 
 
+# Set by a parallel runner for its own workers: a sample run in a subprocess is not one of them.
+PARALLEL_RUN_VARIABLES = ("DBTESTCASE_RUN_ID", "DBTESTCASE_WORKER", "PYTEST_XDIST_TESTRUNUID", "PYTEST_XDIST_WORKER")
+
+
+def child_environ() -> dict[str, str]:
+    """This process's environment for a child process, without the variables of a parallel run."""
+    return {key: value for key, value in os.environ.items() if key not in PARALLEL_RUN_VARIABLES}
+
+
 def run_python(
     args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python ARGS`` in ``cwd`` with dbtestcase importable; capture its output."""
-    full_env = dict(os.environ)
+    full_env = child_environ()
     full_env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(cwd)])
     full_env.update(env or {})
     return subprocess.run(

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from tests.functional.support import (
     ROOT,
     backend,
+    child_environ,
     rows_seen_by_another_connection,
     server_url,
     skip_unless,
@@ -71,7 +72,7 @@ class KilledRuns(unittest.TestCase):
         self.names = [f"{self.prefix}_items", f"{self.prefix}_notes"]
 
     def start(self, *, hang: bool, drop_tables: bool = False) -> subprocess.Popen[str]:
-        env = dict(os.environ)
+        env = child_environ()
         env.update(
             PYTHONPATH=os.pathsep.join([str(ROOT), str(self.dir)]),
             DBTESTCASE_URL=self.url.render_as_string(hide_password=False),

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from dbtestcase import binaries, server
 from dbtestcase.exceptions import ServerError, ServerNotFoundError, ServerStartError
 from dbtestcase.server import PostgresServer, embedded_bindir, find_bindir, shared_server
-from tests.functional.support import assert_runs_as_nobody, gone, uid_of, wait_until
+from tests.functional.support import assert_runs_as_nobody, child_environ, gone, uid_of, wait_until
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IS_ROOT = os.geteuid() == 0
@@ -326,7 +326,7 @@ class CleanupAfterDeathTest(ServerTestCase):
     def spawn_owner(self, body: str, **popen: Any) -> tuple[subprocess.Popen[str], dict[str, Any]]:
         script = "import json, time\nfrom dbtestcase import server\n" + textwrap.dedent(body) + (
             "print(json.dumps({'pid': srv.pid, 'directory': srv.directory}), flush=True)\ntime.sleep(60)\n")
-        env = {**os.environ, "PYTHONPATH": REPO, "DBTESTCASE_CACHE_DIR": CACHE, "DBTESTCASE_PG_BINDIR": BINDIR}
+        env = {**child_environ(), "PYTHONPATH": REPO, "DBTESTCASE_CACHE_DIR": CACHE, "DBTESTCASE_PG_BINDIR": BINDIR}
         child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env,
                                  **popen)
         self.addCleanup(child.kill)  # a no-op once it is reaped

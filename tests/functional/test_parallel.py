@@ -1,0 +1,150 @@
+"""Parallel workers on one server: nose2 -N 2 and pytest -n 2 run modules with the SAME tables at once.
+
+Every worker sets up the same metadata on the suite's server ($DBTESTCASE_URL, or the throwaway
+server). Each test checks it sees none of the other worker's rows, and writes down which process,
+worker and namespace (PostgreSQL schema, MySQL database) it ran in.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import tempfile
+import textwrap
+import unittest
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from tests.functional.support import backend, run_python, server_url, skip_unless, write_project
+
+MODELS = """
+    from sqlalchemy import ForeignKey, String
+    from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+    class Base(DeclarativeBase):
+        pass
+
+
+    class Shelf(Base):
+        __tablename__ = "parallel_shelves"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        name: Mapped[str] = mapped_column(String(80))
+
+
+    class Item(Base):
+        __tablename__ = "parallel_items"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        shelf_id: Mapped[int] = mapped_column(ForeignKey("parallel_shelves.id"))
+        tag: Mapped[str] = mapped_column(String(80))
+"""
+
+MODULE = """
+    import json, os, time
+    from sqlalchemy import func, select
+    import dbtestcase
+    from models import Base, Item, Shelf
+
+
+    def setUpModule():
+        dbtestcase.setup_module(Base.metadata)
+
+
+    def tearDownModule():
+        dbtestcase.teardown_module()
+
+
+    class Works(dbtestcase.DatabaseTestCase):
+        def check(self, name):
+            self.assertEqual(self.session.scalar(select(func.count()).select_from(Item)), 0, "rows of another test")
+            shelf = Shelf(name=name)
+            self.session.add(shelf)
+            self.session.flush()
+            self.session.add_all([Item(shelf_id=shelf.id, tag=name) for _ in range(3)])
+            self.session.commit()
+            time.sleep(0.05)  # long enough for the other worker's tests to run meanwhile
+            tags = self.session.scalars(select(Item.tag)).all()
+            self.assertEqual(tags, [name] * 3, "rows of another test")
+            database = self.test_database
+            record = {{
+                "pid": os.getpid(),
+                "worker": os.environ.get("DBTESTCASE_WORKER") or os.environ.get("PYTEST_XDIST_WORKER"),
+                "namespace": database.schema_name or database.url.database,
+            }}
+            with open(os.path.join(os.environ["RESULTS"], name), "w") as out:
+                json.dump(record, out)
+
+"""
+
+MODULES, TESTS = 4, 6
+
+
+def project(directory: Path) -> Path:
+    files = {"models.py": MODELS}
+    for module in range(MODULES):
+        tests = "".join(f"    def test_{n}(self):\n        self.check('m{module}_t{n}')\n\n" for n in range(TESTS))
+        files[f"test_m{module}.py"] = textwrap.dedent(MODULE).format() + tests
+    return write_project(directory, files)
+
+
+@skip_unless("postgresql", "mysql", "mariadb", why="an SQLite file has one writer at a time: each worker needs its own")
+class ParallelWorkers(unittest.TestCase):
+    def run_suite(self, args: list[str]) -> list[dict[str, object]]:
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            results = root / "results"
+            results.mkdir()
+            directory = project(root / "project")
+            url = server_url().render_as_string(hide_password=False)
+            done = run_python(args, directory, env={"RESULTS": str(results), "DBTESTCASE_URL": url}, timeout=300)
+            self.assertEqual(done.returncode, 0, done.stdout[-3000:] + done.stderr[-3000:])
+            records = [json.loads(path.read_text()) for path in sorted(results.iterdir())]
+        self.assertEqual(len(records), MODULES * TESTS, "every test ran and checked its rows")
+        return records
+
+    def assert_isolated_workers(self, records: list[dict[str, object]], workers: int) -> None:
+        pids = {record["pid"] for record in records}
+        self.assertEqual(len(pids), workers, "the tests ran in that many processes")
+        namespaces = {record["pid"]: record["namespace"] for record in records}
+        self.assertEqual(len(set(namespaces.values())), workers, "one namespace per worker")
+        for record in records:
+            worker = record["worker"]
+            self.assertTrue(worker, "the worker knows its name")
+            self.assertIn(str(worker), str(record["namespace"]), "the namespace is named after its worker")
+        self.assert_nothing_left({str(name) for name in namespaces.values()})
+
+    def assert_nothing_left(self, namespaces: set[str]) -> None:
+        engine = sa.create_engine(server_url())
+        try:
+            with engine.connect() as connection:
+                if backend() == "postgresql":
+                    query = "SELECT nspname FROM pg_namespace WHERE nspname = ANY(:names)"
+                    left = connection.execute(sa.text(query), {"names": sorted(namespaces)}).scalars().all()
+                else:
+                    left = [name for name in namespaces if connection.exec_driver_sql(f"SHOW DATABASES LIKE '{name}'").first()]
+        finally:
+            engine.dispose()
+        self.assertEqual(left, [], "the workers' schemas or databases are gone")
+
+    def test_nose2_mp(self) -> None:
+        """nose2 -N 2: two workers, same tables, one server; no waiting, no shared rows, nothing left."""
+        args = ["-m", "nose2", "-v", "--plugin", "nose2.plugins.mp", "--plugin", "dbtestcase.nose2plugin", "-N", "2"]
+        self.assert_isolated_workers(self.run_suite(args), workers=2)
+
+    @unittest.skipUnless(importlib.util.find_spec("xdist"), "pytest-xdist is not installed")
+    def test_pytest_xdist(self) -> None:
+        """pytest -n 2: the same with pytest-xdist."""
+        args = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2"]
+        self.assert_isolated_workers(self.run_suite(args), workers=2)
+
+    def test_plain_unittest(self) -> None:
+        """python -m unittest: one process, no worker name; PostgreSQL still uses a schema of its own."""
+        records = self.run_suite(["-m", "unittest", "-v"])
+        self.assertEqual(len({record["pid"] for record in records}), 1)
+        self.assertEqual({record["worker"] for record in records}, {None})
+        if backend() == "postgresql":
+            for record in records:
+                self.assertTrue(str(record["namespace"]).startswith("dbtestcase_"))
+        else:
+            self.assertEqual({record["namespace"] for record in records}, {server_url().database})
