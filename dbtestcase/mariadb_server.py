@@ -20,7 +20,8 @@ from typing import ClassVar
 
 from .binaries import _run_as, _traversable
 from .exceptions import ServerNotFoundError, ServerStartError
-from .process import ENV_CACHE_DIR, READY_TIMEOUT, STOP_TIMEOUT, ChildServer, Shared, _tail  # noqa: F401 - as before
+from .process import ENV_CACHE_DIR, READY_TIMEOUT, STOP_TIMEOUT, ChildServer, _tail  # noqa: F401 - as before
+from .runshare import Shared
 
 __all__ = ["ENV_MARIADB_BINDIR", "MariaDBServer", "find_mariadbd", "shared_mariadb_server"]
 

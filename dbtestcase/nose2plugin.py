@@ -26,7 +26,7 @@ from typing import Union
 from nose2 import events
 
 from .exceptions import ConfigurationError
-from .process import Shared
+from .runshare import Shared
 from .urls import URL_ENV, parse_url
 from .workers import ENV_RUN_ID, ENV_WORKER
 

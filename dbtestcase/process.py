@@ -1,10 +1,9 @@
-"""What the throwaway servers share: a run directory, a watchdog, child processes, the stop, one server per process
-(or per parallel run: runshare.py)."""
+"""What the throwaway servers share: a run directory, a watchdog, child processes, the stop (one server per process
+or per parallel run: runshare.py)."""
 
 from __future__ import annotations
 
 import abc
-import atexit
 import contextlib
 import ctypes
 import logging
@@ -19,18 +18,17 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .binaries import _locked, _traversable
 from .exceptions import ServerError, ServerStartError
-from .workers import run_id
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # annotations only: no runtime dependency
 
     from .runshare import Share
 
-__all__ = ["ChildServer", "Shared"]
+__all__ = ["ChildServer"]
 
 ENV_CACHE_DIR = "DBTESTCASE_CACHE_DIR"
 READY_TIMEOUT = 60.0
@@ -360,50 +358,3 @@ class ChildServer(abc.ABC):
             os.close(self._pipe)  # EOF: a shared server's watchdog goes on watching the run's processes
             self._pipe = None
         self.directory = self.port = None
-
-
-S = TypeVar("S", bound=ChildServer)
-
-
-class Shared(Generic[S]):
-    """The process-wide server made by ``factory``, started on first use; atexit stops it.
-
-    Thread-safe. A process forked from the owner gets the owner's server, and cannot stop it. In a parallel run
-    (:func:`~dbtestcase.workers.run_id`), the run's processes share one server: see :mod:`dbtestcase.runshare`.
-    """
-
-    _instances: ClassVar[list[Shared[Any]]] = []
-
-    def __init__(self, factory: Callable[[], S]) -> None:
-        self.factory = factory
-        self.current: S | None = None
-        self._lock = threading.Lock()
-        os.register_at_fork(after_in_child=self._reset_lock)
-        self._instances.append(self)
-
-    @classmethod
-    def stop_all(cls) -> None:
-        """Stop (or leave, when a run shares them) the process-wide servers: for processes that end without atexit."""
-        for shared in cls._instances:
-            if shared.current is not None:
-                shared.current.stop()
-
-    def _reset_lock(self) -> None:
-        self._lock = threading.Lock()  # another thread may have held it at fork time
-
-    def get(self) -> S:
-        """Return the server, starting a new one if there is none yet or it was stopped."""
-        with self._lock:
-            current = self.current
-            # A forked child joins its parent's run itself, so that the server lives as long as the child.
-            if current is None or current.directory is None or (current._share and current._owner != os.getpid()):
-                run = run_id()
-                if run is None:
-                    server = self.factory().start()
-                else:
-                    from .runshare import join  # only parallel runs need it
-
-                    server = join(self.factory(), run, previous=current._share if current else None)
-                atexit.register(server.stop)
-                self.current = current = server
-            return current

@@ -28,9 +28,9 @@ from .process import (
     READY_TIMEOUT,  # noqa: F401
     STOP_TIMEOUT,  # noqa: F401
     ChildServer,
-    Shared,
     _tail,
 )
+from .runshare import Shared
 
 __all__ = ["PostgresServer", "embedded_bindir", "find_bindir", "shared_server"]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Optional
 from unittest import mock
 
-from dbtestcase import runshare
+from dbtestcase import runstate
 from dbtestcase.exceptions import ServerError, ServerNotFoundError
 from dbtestcase.mariadb_server import find_mariadbd
 from tests.functional.support import gone, run_python, uid_of, wait_until, write_project
@@ -334,10 +334,10 @@ class WithoutServerTest(unittest.TestCase):
     def test_a_reused_pid_is_not_the_registered_process(self) -> None:
         """A pid is alive only with the start time it was registered with: a reused pid counts as dead."""
         me = os.getpid()
-        self.assertTrue(runshare._alive(me, runshare._token(me)))
-        self.assertTrue(runshare._alive(me))
-        self.assertFalse(runshare._alive(me, "1"))  # started at another time: another process with our pid
-        self.assertFalse(runshare._alive(0))
+        self.assertTrue(runstate.alive(me, runstate.started(me)))
+        self.assertTrue(runstate.alive(me))
+        self.assertFalse(runstate.alive(me, "1"))  # started at another time: another process with our pid
+        self.assertFalse(runstate.alive(0))
 
     def test_a_state_base_others_may_write_is_refused(self) -> None:
         """$TMPDIR/dbtestcase-<uid> writable by others is an error that names it and the fix."""
@@ -347,7 +347,7 @@ class WithoutServerTest(unittest.TestCase):
         os.mkdir(base)
         os.chmod(base, 0o777)
         with mock.patch.object(tempfile, "tempdir", tmp), self.assertRaises(ServerError) as cm:
-            runshare._base()
+            runstate.base()
         self.assertEqual(str(cm.exception), f"{base} is not a directory owned by uid {os.geteuid()} and writable "
                                             f"only by it (got mode drwxrwxrwx, uid {os.geteuid()}); remove it and try again.")
 
