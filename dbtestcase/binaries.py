@@ -17,7 +17,8 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 
-from .exceptions import ServerError, ServerNotFoundError, ServerStartError
+from . import runstate
+from .exceptions import ServerNotFoundError, ServerStartError
 
 __all__ = ["EMBEDDED_PACKAGES", "ENV_BINDIR", "SYSTEM_BINDIRS", "embedded_bindir", "find_bindir"]
 
@@ -142,13 +143,7 @@ def _usable_bindir(bindir: str, runas: tuple[int, int] | None) -> str:
     subdirs = [name, *(sub for sub in ("lib", "share") if sub != name and os.path.isdir(os.path.join(root, sub)))]
     if runas is None or all(_traversable(os.path.join(root, sub), *runas) for sub in subdirs):
         return os.path.join(root, name)
-    base = os.path.join(tempfile.gettempdir(), f"dbtestcase-{os.geteuid()}")
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(base, 0o755)
-    st = os.lstat(base)
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
-        raise ServerError(f"{base} is not a directory owned by uid {os.geteuid()} and writable only by it "
-                          f"(got mode {stat.filemode(st.st_mode)}, uid {st.st_uid}); remove it and try again.")
+    base = runstate.base()
     os.chmod(base, 0o755)
     ident = [(s.st_size, s.st_mtime_ns) for s in (os.stat(os.path.join(root, name, n)) for n in ("initdb", "postgres"))]
     dest = os.path.join(base, "pg-" + hashlib.sha256(repr(ident).encode()).hexdigest()[:16])

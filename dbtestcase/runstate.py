@@ -27,7 +27,8 @@ LOCK, STATE, CLIENTS = "lock", "server.json", "clients"
 
 
 def base() -> str:
-    """Return ``$TMPDIR/dbtestcase-<uid>``, made if need be (as binaries.py does), after checking only we write it."""
+    """Return ``$TMPDIR/dbtestcase-<uid>`` (runs' state, copies of binaries), made if need be, after checking that
+    only we can write it."""
     base = os.path.join(tempfile.gettempdir(), f"dbtestcase-{os.geteuid()}")
     with contextlib.suppress(FileExistsError):
         os.mkdir(base, 0o755)

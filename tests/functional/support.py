@@ -154,3 +154,19 @@ def assert_runs_as_nobody(case: unittest.TestCase, server: object) -> None:
     assert pid and directory
     case.assertEqual(uid_of(pid), nobody)
     case.assertEqual(os.stat(os.path.join(directory, "data")).st_uid, nobody)
+
+
+def why_no_mariadb() -> str:
+    """Why a throwaway MariaDB cannot run here ("" when it can): the driver or the server binary is missing."""
+    import importlib.util
+
+    from dbtestcase.exceptions import ServerNotFoundError
+    from dbtestcase.mariadb_server import find_mariadbd
+
+    if importlib.util.find_spec("pymysql") is None:
+        return "PyMySQL is not installed (pip install pymysql)"
+    try:
+        find_mariadbd()
+    except ServerNotFoundError as exc:
+        return f"no MariaDB server binary on this machine ({exc})"
+    return ""

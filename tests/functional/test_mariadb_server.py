@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -21,24 +20,14 @@ import sqlalchemy as sa
 from dbtestcase import mariadb_server
 from dbtestcase.exceptions import ServerError, ServerNotFoundError, ServerStartError
 from dbtestcase.mariadb_server import ENV_MARIADB_BINDIR, MariaDBServer, find_mariadbd, shared_mariadb_server
-from tests.functional.support import assert_runs_as_nobody, gone, wait_until
+from tests.functional.support import assert_runs_as_nobody, gone, wait_until, why_no_mariadb
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IS_ROOT = os.geteuid() == 0
 CACHE = ""  # a private template cache for this module, so the tests do not depend on ~/.cache
 
 
-def _why_skip() -> str:
-    if importlib.util.find_spec("pymysql") is None:
-        return "PyMySQL is not installed (pip install pymysql)"
-    try:
-        find_mariadbd()
-    except ServerNotFoundError as exc:
-        return f"no MariaDB server binary on this machine ({exc})"
-    return ""
-
-
-SKIP_REASON = _why_skip()
+SKIP_REASON = why_no_mariadb()
 needs_mariadb = unittest.skipIf(SKIP_REASON, SKIP_REASON)
 
 

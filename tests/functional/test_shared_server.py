@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import pwd
@@ -20,9 +19,8 @@ from typing import Any, Optional
 from unittest import mock
 
 from dbtestcase import runstate
-from dbtestcase.exceptions import ServerError, ServerNotFoundError
-from dbtestcase.mariadb_server import find_mariadbd
-from tests.functional.support import gone, run_python, uid_of, wait_until, write_project
+from dbtestcase.exceptions import ServerError
+from tests.functional.support import gone, run_python, uid_of, wait_until, why_no_mariadb, write_project
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IS_ROOT = os.geteuid() == 0
@@ -32,17 +30,7 @@ _CHOOSERS = ("DBTESTCASE_URL", "DBTESTCASE_RUN_ID", "DBTESTCASE_WORKER", "PYTEST
              "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT")
 
 
-def _why_no_mariadb() -> str:
-    if importlib.util.find_spec("pymysql") is None:
-        return "PyMySQL is not installed (pip install pymysql)"
-    try:
-        find_mariadbd()
-    except ServerNotFoundError as exc:
-        return f"no MariaDB server binary on this machine ({exc})"
-    return ""
-
-
-NO_MARIADB = _why_no_mariadb()
+NO_MARIADB = why_no_mariadb()
 
 
 def setUpModule() -> None:
