@@ -294,7 +294,7 @@ class TestDatabase(SavepointLevels):
             self.schema_name = namespaces.enter_schema(connection, self.metadata)
         if strategy == "savepoint" and not self.drop_tables:
             self.preexisting_tables = schema.create_in_transaction(
-                connection, self.metadata, self.lock_timeout, self._create
+                connection, self.metadata, self.lock_timeout, self._create, fresh=self.schema_name is not None
             )
         if strategy == "savepoint" and self.base_data is not None:
             self.base_data(connection)

@@ -27,6 +27,7 @@ from nose2 import events
 
 from .exceptions import ConfigurationError
 from .runshare import Shared
+from .throwaway import teardown_live
 from .urls import URL_ENV, parse_url
 from .workers import ENV_RUN_ID, ENV_WORKER
 
@@ -81,9 +82,12 @@ class DbTestCasePlugin(events.Plugin):
         os.environ[ENV_WORKER] = f"nose2_{os.getpid()}"
 
     def stopSubprocess(self, event: events.Event) -> None:
-        """In an mp worker, after its last test: leave the shared server now, as the worker ends with os._exit(),
-        which skips atexit.
+        """In an mp worker, after its last test: tear down the databases still set up (a process-wide one, say)
+        and leave the shared server now, as the worker ends with os._exit(), which skips atexit.
 
         .. versionadded:: 0.2
         """
-        Shared.stop_all()
+        try:
+            teardown_live()
+        finally:
+            Shared.stop_all()

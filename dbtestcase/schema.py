@@ -25,12 +25,15 @@ LEFTOVER_MARK = "dbtestcase: created for tests with drop_tables=True; safe to dr
 
 
 def create_in_transaction(
-    connection: Connection, metadata: MetaData, lock_timeout: float, create: Creator | None = None
+    connection: Connection, metadata: MetaData, lock_timeout: float, create: Creator | None = None, *, fresh: bool = False
 ) -> list[Table]:
     """create_all inside the outer transaction, never waiting forever for a catalog lock.
 
     Another uncommitted transaction that creates the same tables (a second TestDatabase on the
     same database, a parallel run) would block CREATE TABLE until it ends.
+
+    ``fresh``: the tables go to a schema made just now (namespaces.enter_schema), where none can
+    exist yet: skip looking for them.
 
     Returns:
         The tables that existed already: they are used as they are, never created or dropped.
@@ -38,7 +41,7 @@ def create_in_transaction(
     Raises:
         LockTimeoutError: another transaction held the same tables for ``lock_timeout`` seconds.
     """
-    preexisting = existing_tables(connection, metadata)
+    preexisting = [] if fresh else existing_tables(connection, metadata)
     dirty = [t.fullname for t in preexisting if connection.execute(select(literal(1)).select_from(t).limit(1)).first()]
     if dirty:
         raise ConfigurationError(

@@ -41,13 +41,13 @@ def resolve_url(url: URL | None) -> URL:
 
         url = parse_url(shared_mariadb_server().url)
     # atexit runs handlers last-in first-out: ours must close before the server stops.
-    atexit.unregister(_teardown_leftovers)
-    atexit.register(_teardown_leftovers)
+    atexit.unregister(teardown_live)
+    atexit.register(teardown_live)
     return url
 
 
-def _teardown_leftovers() -> None:
-    """Databases set up at import time and never torn down: close them before the server stops."""
+def teardown_live() -> None:
+    """Tear down every TestDatabase still set up: at exit (atexit), or where a process ends without atexit."""
     for database in list(live):
         try:
             database.teardown()
@@ -55,4 +55,4 @@ def _teardown_leftovers() -> None:
             log.warning("could not tear down %r at exit", database, exc_info=True)
 
 
-atexit.register(_teardown_leftovers)
+atexit.register(teardown_live)

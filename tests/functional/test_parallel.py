@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import tempfile
 import textwrap
 import unittest
@@ -131,6 +132,45 @@ class ParallelWorkers(unittest.TestCase):
         """nose2 -N 2: two workers, same tables, one server; no waiting, no shared rows, nothing left."""
         args = ["-m", "nose2", "-v", "--plugin", "nose2.plugins.mp", "--plugin", "dbtestcase.nose2plugin", "-N", "2"]
         self.assert_isolated_workers(self.run_suite(args), workers=2)
+
+    def test_nose2_mp_tears_down_process_wide_databases(self) -> None:
+        """An mp worker ends with os._exit(): the plugin still tears down a database kept for the whole process."""
+        prefix = f"lingering_{os.getpid()}"
+        sample = {
+            "test_lingering.py": f"""
+                import sqlalchemy as sa
+                import dbtestcase
+
+                metadata = sa.MetaData()
+                sa.Table("{prefix}", metadata, sa.Column("id", sa.Integer, primary_key=True))
+                # Committed tables (drop_tables=True), dropped only by teardown: none may remain.
+                DATABASE = dbtestcase.TestDatabase(metadata, drop_tables=True)
+
+                class Kept(dbtestcase.DatabaseTestCase):
+                    database = DATABASE
+
+                    @classmethod
+                    def setUpClass(cls):
+                        DATABASE.setup()  # set up outside the class: the class never tears it down
+                        super().setUpClass()
+
+                    def test_a(self):
+                        pass
+            """,
+        }
+        with tempfile.TemporaryDirectory() as tmp:
+            directory = write_project(Path(tmp), sample)
+            url = server_url().render_as_string(hide_password=False)
+            args = ["-m", "nose2", "-v", "--plugin", "nose2.plugins.mp", "--plugin", "dbtestcase.nose2plugin", "-N", "2"]
+            done = run_python(args, directory, env={"DBTESTCASE_URL": url}, timeout=300)
+        self.assertEqual(done.returncode, 0, done.stdout[-3000:] + done.stderr[-3000:])
+        engine = sa.create_engine(server_url())
+        try:
+            with engine.connect() as connection:
+                left = [name for name in sa.inspect(connection).get_table_names() if name.startswith(prefix)]
+        finally:
+            engine.dispose()
+        self.assertEqual(left, [], "the worker's teardown dropped its tables")
 
     @unittest.skipUnless(importlib.util.find_spec("xdist"), "pytest-xdist is not installed")
     def test_pytest_xdist(self) -> None:
