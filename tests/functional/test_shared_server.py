@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import pwd
@@ -431,6 +432,7 @@ class RunnerTest(SharedServerCase):
             self.assertEqual(record["env_worker"], f"nose2_{record['me']}")
             self.assertEqual(record["worker"], f"nose2_{record['me']}")
 
+    @unittest.skipUnless(importlib.util.find_spec("xdist"), "pytest-xdist is not installed")
     def test_pytest_xdist_workers_share_one_server(self) -> None:
         """pytest -n 2 (each test on each worker): both workers share one server, through xdist's run id."""
         records = self.run_sample(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2", "--dist", "each",
