@@ -66,7 +66,8 @@ class AsyncLink:
         """
         try:
             self.connection = self.loop.run_until_complete(self.engine.connect())
-        except (DBAPIError, OSError) as exc:  # asyncpg may raise OSError before SQLAlchemy wraps it
+        except (DBAPIError, OSError, asyncio.TimeoutError) as exc:  # asyncpg's own, before SQLAlchemy wraps them
+            # (asyncio.TimeoutError is an OSError only from Python 3.11)
             raise ConnectionFailedError(_engine.explain(self.engine.url, exc)) from exc
         return self.connection.sync_connection  # type: ignore[return-value]
 

@@ -45,6 +45,8 @@ class SessionBinding:
         for factory in factories:
             maker = factory.session_factory if isinstance(factory, scoped_session) else factory
             _remove(factory)  # a session made before the test would keep its old bind
+            if any(saved is maker for saved, _, _ in self._saved):
+                continue  # listed twice (a scoped_session and its sessionmaker): bound once, restored once
             self._saved.append((maker, dict(maker.kw), maker.class_))
             maker.kw.update(bind=connection, join_transaction_mode="create_savepoint")
             if maker.class_.get_bind is not Session.get_bind:

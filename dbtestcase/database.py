@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -114,6 +115,7 @@ class TestDatabase(SavepointLevels):
         self.preexisting_tables: list[Table] = []
         self._server_side_begin = False
         self._link: asyncdb.AsyncLink | None = None  # an async URL's connection and event loop
+        self._pid = 0  # the process that set it up: a forked child must not use that connection
         self.own_schema = own_schema
         #: PostgreSQL: the schema of this database's own that holds its tables (see ``own_schema``), else None.
         self.schema_name: str | None = None
@@ -132,6 +134,7 @@ class TestDatabase(SavepointLevels):
     @property
     def engine(self) -> Engine:
         """The SQLAlchemy engine; available after :meth:`setup`."""
+        self._check_process()
         if self._engine is None:
             raise ConfigurationError(f"{self!r} is not set up: call setup() (or use it as a context manager) first.")
         return self._engine
@@ -139,6 +142,7 @@ class TestDatabase(SavepointLevels):
     @property
     def connection(self) -> Connection:
         """The one shared connection, inside the outer transaction; available after :meth:`setup`."""
+        self._check_process()
         if self._connection is None:
             raise ConfigurationError(f"{self!r} is not set up: call setup() (or use it as a context manager) first.")
         return self._connection
@@ -159,6 +163,7 @@ class TestDatabase(SavepointLevels):
 
         .. versionadded:: 0.2
         """
+        self._check_process()
         if self._link is None or self._link.connection is None:
             raise ConfigurationError(
                 f"{self!r} has no async connection: set it up with an async URL such as "
@@ -187,8 +192,21 @@ class TestDatabase(SavepointLevels):
 
     @property
     def is_set_up(self) -> bool:
-        """True between :meth:`setup` and :meth:`teardown`."""
-        return self._connection is not None
+        """True between :meth:`setup` and :meth:`teardown`, in the process that called :meth:`setup`."""
+        return self._connection is not None and self._pid == os.getpid()
+
+    def _inherited(self) -> bool:
+        """Set up by the process this one was forked from: the connection is that process's."""
+        return self._connection is not None and self._pid != os.getpid()
+
+    def _check_process(self) -> None:
+        if self._inherited():
+            raise ConfigurationError(
+                f"{self!r} was set up in process {self._pid}, which this process (pid {os.getpid()}) was forked "
+                "from: its connection belongs to that process (nose2's mp plugin forks its workers after importing "
+                "the tests). Call setup() in this process, or set the database up in setUpModule() or setUpClass() "
+                "rather than at import."
+            )
 
     def __repr__(self) -> str:
         engine, given = getattr(self, "_engine", None), getattr(self, "_given_url", None)
@@ -211,6 +229,13 @@ class TestDatabase(SavepointLevels):
                 name lacks "test", without ``allow_destructive``.
             NonTransactionalTableError: a MySQL/MariaDB table is not InnoDB.
         """
+        if self._inherited():
+            # Never use, close or garbage-collect the parent's connection here: closing it would end the
+            # parent's session, and a rollback would undo its outer transaction. Keep it, untouched.
+            _inherited.append((self._connection, self._engine, self._link))
+            self._connection = self._engine = self._link = None
+            self._levels = []
+            throwaway.live.discard(self)
         if self._connection is not None:
             return self
         url = throwaway.resolve_url(self._given_url)
@@ -218,6 +243,7 @@ class TestDatabase(SavepointLevels):
             self._setup_async(url)
         else:
             self._setup_sync(url)
+        self._pid = os.getpid()
         throwaway.live.add(self)
         log.debug("set up %r", self)
         return self
@@ -309,8 +335,8 @@ class TestDatabase(SavepointLevels):
         :func:`dbtestcase.drop_all`.
         """
         connection, engine, link = self._connection, self._engine, self._link
-        if connection is None or engine is None:
-            return
+        if connection is None or engine is None or self._inherited():
+            return  # not set up, or set up by the parent of this forked process: not ours to end
         self._connection = self._engine = self._link = None
         self._levels.clear()
         throwaway.live.discard(self)
@@ -362,6 +388,10 @@ class TestDatabase(SavepointLevels):
         # above autobegan it): with it, a Session on this connection makes its own SAVEPOINT.
         if not connection.in_transaction():
             connection.begin()
+
+
+# Connections of databases set up before a fork, kept referenced (and so never closed) in the child.
+_inherited: list[tuple[Any, Any, Any]] = []
 
 
 # --- the module-level API -----------------------------------------------------------------------

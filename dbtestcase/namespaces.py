@@ -41,11 +41,12 @@ def enter_schema(connection: Connection, metadata: MetaData) -> str | None:
         return None
     worker = worker_id()
     name = f"{SCHEMA_PREFIX}{worker + '_' if worker else ''}{os.getpid()}_{secrets.token_hex(4)}"
-    path = connection.exec_driver_sql("SHOW search_path").scalar()
+    path = (connection.exec_driver_sql("SHOW search_path").scalar() or "").strip()
+    rest = f", {path}" if path and path != '""' else ""  # an empty path: ours alone
     # Inside the outer transaction, so undone with it; not SET LOCAL, so that a test that commits
     # the outer transaction (drivers that cannot prevent it) leaves later tests on the same tables.
     connection.exec_driver_sql(f'CREATE SCHEMA "{name}"')
-    connection.exec_driver_sql(f'SET search_path TO "{name}", {path}')
+    connection.exec_driver_sql(f'SET search_path TO "{name}"{rest}')
     # What SQLAlchemy's inspector (and Alembic's autogenerate) takes as the schema of unqualified
     # tables; read once per engine at its first connection, and this engine is the TestDatabase's own.
     connection.dialect.default_schema_name = name

@@ -13,7 +13,8 @@ The URL is handed to the tests as ``$DBTESTCASE_URL``.
 Precedence: ``--db-url``, then ``$DBTESTCASE_URL``, then the config file.
 
 With nose2's mp plugin (``nose2 -N 4``) the plugin runs in every worker too; it gives the workers one
-``$DBTESTCASE_RUN_ID``, so that they share one throwaway server, and each its own ``$DBTESTCASE_WORKER``.
+``$DBTESTCASE_RUN_ID``, so that they share one throwaway server, and each its own ``$DBTESTCASE_WORKER``
+(``nose2_0``, ``nose2_1``...: the lowest number no live worker on this machine holds).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Union
 
 from nose2 import events
 
+from . import runstate
 from .exceptions import ConfigurationError
 from .runshare import Shared
 from .throwaway import teardown_live
@@ -79,7 +81,8 @@ class DbTestCasePlugin(events.Plugin):
 
         .. versionadded:: 0.2
         """
-        os.environ[ENV_WORKER] = f"nose2_{os.getpid()}"
+        # A stable name (nose2_0, nose2_1...): a killed worker's MySQL database is reused by a later one.
+        os.environ[ENV_WORKER] = f"nose2_{runstate.claim_slot('nose2-worker')}"
 
     def stopSubprocess(self, event: events.Event) -> None:
         """In an mp worker, after its last test: tear down the databases still set up (a process-wide one, say)

@@ -26,6 +26,29 @@ STOP_TIMEOUT = 10.0  # as process.STOP_TIMEOUT: seconds a server gets to stop be
 LOCK, STATE, CLIENTS = "lock", "server.json", "clients"
 
 
+_slots: list[int] = []  # the descriptors of the slot locks this process holds: released when it dies
+
+
+def claim_slot(kind: str) -> int:
+    """The lowest slot number ``n`` whose lock ``<base>/<kind>-<n>.lock`` no live process holds, held from now on.
+
+    Stable names for parallel workers: a killed worker's slot (and whatever is named after it) goes to a
+    later worker, and two runs on one machine never hold the same slot at once.
+    """
+    directory = base()
+    number = 0
+    while True:
+        fd = os.open(os.path.join(directory, f"{kind}-{number}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            number += 1
+            continue
+        _slots.append(fd)
+        return number
+
+
 def base() -> str:
     """Return ``$TMPDIR/dbtestcase-<uid>`` (runs' state, copies of binaries), made if need be, after checking that
     only we can write it."""

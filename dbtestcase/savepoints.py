@@ -104,7 +104,7 @@ class SavepointLevels:
             raise DbTestCaseError(
                 f"the test ended the outer transaction with commit() or rollback() on the shared connection, "
                 f"which the {connection.dialect.driver} driver does not let dbtestcase prevent (psycopg2, "
-                "pysqlite, PyMySQL and mysqlclient do): what it wrote was committed (and may be seen by later "
+                "asyncpg, pysqlite, PyMySQL and mysqlclient do): what it wrote was committed (and may be seen by later "
                 "tests) or lost with the tables. Use self.session.commit() (it stays inside the test's "
                 "savepoint) or connection.begin_nested(), or one of those drivers."
             )

@@ -10,7 +10,8 @@ from typing import Any
 from sqlalchemy.engine import URL
 
 from . import asyncdb, backends
-from .urls import configured_url, parse_url
+from .exceptions import ConfigurationError
+from .urls import configured_url, mask, parse_url
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ def resolve_url(url: URL | None) -> URL:
         configured = configured_url()
         if configured is None or configured.get_backend_name() != "postgresql":
             configured = resolve_url(None)
-        return configured.set(drivername=url.drivername)
+        return _with_driver(configured, url.drivername)
     if url is not None and not (bare and backends.is_mysql(url.get_backend_name())):
         return url
     if url is None:
@@ -44,6 +45,27 @@ def resolve_url(url: URL | None) -> URL:
     atexit.unregister(teardown_live)
     atexit.register(teardown_live)
     return url
+
+
+def _with_driver(url: URL, drivername: str) -> URL:
+    """``url`` with another PostgreSQL driver; asyncpg takes none of libpq's query options but ``sslmode``
+    (as ``ssl``).
+
+    Raises:
+        ConfigurationError: the URL has options asyncpg would not understand.
+    """
+    query = dict(url.query)
+    if drivername.endswith("+asyncpg") and query:
+        if "sslmode" in query:
+            query["ssl"] = query.pop("sslmode")
+        unknown = sorted(set(query) - {"ssl"})
+        if unknown:
+            raise ConfigurationError(
+                f"{drivername}:// alone takes the server of $DBTESTCASE_URL ({mask(url)}), whose options "
+                f"{', '.join(unknown)} asyncpg does not take: give the async URL in full "
+                f"(url='{drivername}://user@host/dbname'), or use postgresql+psycopg_async://, which takes them."
+            )
+    return url.set(drivername=drivername, query=query)
 
 
 def teardown_live() -> None:

@@ -25,9 +25,12 @@ def run_id() -> str | None:
 
 
 def worker_id() -> str | None:
-    """This process's worker name in a parallel run (letters, digits and ``_`` only), or None."""
+    """This process's worker name in a parallel run (lowercase letters, digits and ``_`` only), or None.
+
+    Lowercase, as PostgreSQL folds unquoted names: it goes into schema and database names.
+    """
     name = _env(ENV_WORKER) or _env(_XDIST_WORKER)
-    return re.sub(r"[^A-Za-z0-9_]", "_", name)[:24] if name else None
+    return re.sub(r"[^a-z0-9_]", "_", name.lower())[:24] if name else None
 
 
 def _env(name: str) -> str | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.orm import scoped_session, sessionmaker
+from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 import dbtestcase
 from tests.functional.models import Author, Base
@@ -79,3 +79,34 @@ class BadBinding(dbtestcase.DatabaseTestCase):
             r"\(got Engine\(sqlite://\) that is a <class .sqlalchemy.engine.base.Engine.>\)",
         ):
             type("Bad", (dbtestcase.DatabaseTestCase,), {"bind_sessions": [app_engine]})
+
+
+class RoutingSession(Session):
+    """An application's session that picks its engine itself (a read replica, say)."""
+
+    def get_bind(self, mapper=None, clause=None, bind=None, **kwargs):  # type: ignore[no-untyped-def]
+        return app_engine
+
+
+RoutingMaker = sessionmaker(bind=app_engine, class_=RoutingSession)
+Routed = scoped_session(RoutingMaker)
+
+
+class ListedTwice(dbtestcase.DatabaseTestCase):
+    bind_sessions = [Routed, RoutingMaker]  # the scoped_session and its own sessionmaker
+
+    def test_a_routing_session_is_bound(self) -> None:
+        """A session class with its own get_bind runs on the test's connection all the same."""
+        Routed.add(Author(name="routed"))
+        Routed.commit()
+        self.assertIs(Routed().get_bind(), self.connection)
+        self.assertRowCount(Author, 1)
+
+
+class RestoredAfterListedTwice(dbtestcase.DatabaseTestCase):
+    def test_factory_restored(self) -> None:
+        """(runs after ListedTwice) a factory listed twice gets its own class and settings back."""
+        self.assertIs(RoutingMaker.kw["bind"], app_engine)
+        self.assertNotIn("join_transaction_mode", RoutingMaker.kw)
+        self.assertIs(RoutingMaker.class_.get_bind, RoutingSession.get_bind)
+        self.assertIs(RoutingMaker().get_bind(), app_engine)

@@ -330,3 +330,48 @@ class Workers(unittest.TestCase):
         message = r"^resetting a parallel worker's database drops tables, and the database 'production'"
         with self.assertRaisesRegex(dbtestcase.DestructiveActionError, message):
             database.setup()
+
+
+@skip_unless("postgresql", "mysql", "mariadb", why="a fork shares the connection's socket (a client-server database)")
+class Forked(unittest.TestCase):
+    def test_a_forked_child_never_touches_the_parents_connection(self) -> None:
+        """A child forked after setup() sets up its own connection; the parent's transaction goes on untouched."""
+        metadata, names = unique_metadata("forked")
+        table = metadata.tables[names[0]]
+        with TestDatabase(metadata, server_url()) as database:
+            database.connection.execute(table.insert().values(id=1, name="parent's"))
+            pid = os.fork()
+            if pid == 0:  # the child: report through the exit code, never return into the test runner
+                code = 1
+                try:
+                    assert not database.is_set_up, "the parent's connection is not the child's"
+                    try:
+                        database.connection  # noqa: B018 - the access is the check
+                    except ConfigurationError as exc:
+                        assert "which this process" in str(exc) and "Call setup() in this process" in str(exc), exc
+                    else:
+                        raise AssertionError("the child was given the parent's connection")
+                    os.environ["DBTESTCASE_WORKER"] = "forked"  # MySQL: a database of its own, as a worker has
+                    with database:  # set up afresh, in the child
+                        assert database.connection.execute(sa.select(table)).all() == [], "its own, empty tables"
+                    database.teardown()  # and a second teardown is still harmless
+                    code = 0
+                finally:
+                    os._exit(code)
+            _, status = os.waitpid(pid, 0)
+            self.assertEqual(os.waitstatus_to_exitcode(status), 0, "the child's checks failed")
+            self.assertTrue(database.is_set_up)
+            rows = database.connection.execute(sa.select(table.c.name)).scalars().all()
+            self.assertEqual(rows, ["parent's"], "the parent's outer transaction and connection are intact")
+
+
+@skip_unless("postgresql", why="search_path is PostgreSQL's")
+class SearchPath(unittest.TestCase):
+    def test_an_empty_search_path(self) -> None:
+        """A server or role with an empty search_path: the schema of our own is the whole path."""
+        metadata, names = unique_metadata("nopath")
+        options = {"connect_args": {"options": "-c search_path="}}
+        with TestDatabase(metadata, server_url(), engine_options=options) as database:
+            path = database.connection.exec_driver_sql("SHOW search_path").scalar()
+            self.assertEqual(path, database.schema_name)
+            database.connection.execute(metadata.tables[names[0]].insert().values(id=1, name="x"))

@@ -7,9 +7,12 @@ worker and namespace (PostgreSQL schema, MySQL database) it ran in.
 
 from __future__ import annotations
 
+import glob
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import textwrap
 import unittest
@@ -17,7 +20,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from tests.functional.support import backend, run_python, server_url, skip_unless, write_project
+from dbtestcase import runstate
+from tests.functional.support import ROOT, backend, child_environ, run_python, server_url, skip_unless, write_project
 
 MODELS = """
     from sqlalchemy import ForeignKey, String
@@ -188,3 +192,35 @@ class ParallelWorkers(unittest.TestCase):
                 self.assertTrue(str(record["namespace"]).startswith("dbtestcase_"))
         else:
             self.assertEqual({record["namespace"] for record in records}, {server_url().database})
+
+
+class WorkerSlots(unittest.TestCase):
+    """nose2's mp workers are named after the lowest free slot: stable across runs, distinct at once."""
+
+    HOLD = (
+        "import sys, time\n"
+        "from dbtestcase import runstate\n"
+        "print(runstate.claim_slot(sys.argv[1]), flush=True)\n"
+        "time.sleep(60)\n"
+    )
+
+    def claim(self, kind: str) -> tuple[subprocess.Popen[str], int]:
+        env = {**child_environ(), "PYTHONPATH": str(ROOT)}
+        process = subprocess.Popen([sys.executable, "-c", self.HOLD, kind], stdout=subprocess.PIPE, text=True, env=env)
+        self.addCleanup(process.wait)
+        self.addCleanup(process.kill)
+        assert process.stdout is not None
+        return process, int(process.stdout.readline())
+
+    def test_a_killed_workers_slot_is_taken_again(self) -> None:
+        """Two live holders get two slots; once the first is killed, the next worker gets its slot back."""
+        kind = f"test-slots-{os.getpid()}"
+        self.addCleanup(lambda: [os.unlink(path) for path in glob.glob(os.path.join(runstate.base(), kind + "-*.lock"))])
+        first, one = self.claim(kind)
+        _, two = self.claim(kind)
+        self.assertEqual((one, two), (0, 1))
+        first.kill()
+        first.wait()
+        _, again = self.claim(kind)
+        self.assertEqual(again, 0, "the dead worker's slot (and so its MySQL database's name) is reused")
+

@@ -93,3 +93,39 @@ class ThrowawayChoice(unittest.TestCase):
         for text in ("mysql+pymysql:///app", "mysql+pymysql://root@db/test", "postgresql+psycopg2://u@h/test"):
             url = parse_url(text)
             self.assertIs(resolve_url(url), url, text)
+
+    def test_a_bare_async_url_takes_the_configured_server(self) -> None:
+        """``postgresql+asyncpg://`` alone: $DBTESTCASE_URL's server with asyncpg; libpq's sslmode becomes ssl."""
+        from dbtestcase.throwaway import resolve_url
+
+        configured = "postgresql://ann:s3cret@db.example:6543/test_app?sslmode=require"
+        with mock.patch.dict(os.environ, {"DBTESTCASE_URL": configured}):
+            url = resolve_url(parse_url("postgresql+asyncpg://"))
+            psycopg = resolve_url(parse_url("postgresql+psycopg_async://"))
+        self.assertEqual(url.render_as_string(hide_password=False),
+                         "postgresql+asyncpg://ann:s3cret@db.example:6543/test_app?ssl=require")
+        self.assertEqual(dict(psycopg.query), {"sslmode": "require"}, "psycopg takes libpq's options as they are")
+
+    def test_options_asyncpg_does_not_take_are_refused(self) -> None:
+        """Options asyncpg would reject are named in one line, with the password masked."""
+        from dbtestcase.throwaway import resolve_url
+
+        configured = "postgresql://ann:s3cret@db.example/test_app?connect_timeout=5&application_name=ci"
+        with mock.patch.dict(os.environ, {"DBTESTCASE_URL": configured}), self.assertRaises(ConfigurationError) as caught:
+            resolve_url(parse_url("postgresql+asyncpg://"))
+        message = str(caught.exception)
+        self.assertIn("whose options application_name, connect_timeout asyncpg does not take", message)
+        self.assertIn("ann:***@db.example", message)
+        self.assertNotIn("s3cret", message)
+
+
+class Workers(unittest.TestCase):
+    def test_worker_names_fit_in_identifiers(self) -> None:
+        """Worker names are lowercased and reduced to letters, digits and _, as schema and database names need."""
+        from dbtestcase.workers import worker_id
+
+        for given, expected in (("gw0", "gw0"), ("Alpha-1", "alpha_1"), ("a b;c", "a_b_c"), ("", None)):
+            with mock.patch.dict(os.environ, {"DBTESTCASE_WORKER": given, "PYTEST_XDIST_WORKER": ""}):
+                self.assertEqual(worker_id(), expected, given)
+        with mock.patch.dict(os.environ, {"DBTESTCASE_WORKER": "", "PYTEST_XDIST_WORKER": "gw3"}):
+            self.assertEqual(worker_id(), "gw3")
