@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -20,13 +19,13 @@ from .savepoints import SavepointLevels
 from .urls import UrlLike, configured_url, mask
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncConnection
+    pass
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class TestDatabase(SavepointLevels):
+class TestDatabase(SavepointLevels, asyncdb.AsyncAccess):
     """One connection to the test database, inside one outer transaction that is never committed.
 
     ``setup()`` connects, begins the outer transaction and creates the tables of ``metadata``
@@ -146,49 +145,6 @@ class TestDatabase(SavepointLevels):
         if self._connection is None:
             raise ConfigurationError(f"{self!r} is not set up: call setup() (or use it as a context manager) first.")
         return self._connection
-
-    @property
-    def is_async(self) -> bool:
-        """True when set up on an async URL (asyncpg, psycopg async): use :attr:`async_connection` then.
-
-        .. versionadded:: 0.2
-        """
-        return self._link is not None
-
-    @property
-    def async_connection(self) -> AsyncConnection:
-        """The shared :class:`~sqlalchemy.ext.asyncio.AsyncConnection` of a database set up on an async URL.
-
-        It lives on :attr:`loop`; :attr:`connection` is its sync facade.
-
-        .. versionadded:: 0.2
-        """
-        self._check_process()
-        if self._link is None or self._link.connection is None:
-            raise ConfigurationError(
-                f"{self!r} has no async connection: set it up with an async URL such as "
-                "'postgresql+asyncpg://...' or 'postgresql+psycopg_async://...'."
-            )
-        return self._link.connection
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        """The event loop the async connection lives on (an asyncpg connection cannot change loops).
-
-        .. versionadded:: 0.2
-        """
-        if self._link is None:
-            raise ConfigurationError(f"{self!r} has no event loop: it is not set up on an async URL.")
-        return self._link.loop
-
-    async def run_sync(self, function: Callable[..., T], *args: Any) -> T:
-        """From a coroutine on :attr:`loop`: run the sync ``function(*args)``, which may use :attr:`connection`.
-
-        .. versionadded:: 0.2
-        """
-        if self._link is None:
-            return function(*args)
-        return await self._link.run_async(function, *args)
 
     @property
     def is_set_up(self) -> bool:
