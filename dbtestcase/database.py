@@ -212,10 +212,10 @@ class TestDatabase(SavepointLevels, asyncdb.AsyncAccess):
         except BaseException:
             engine.dispose()
             raise
+        self._worker_database = worker_url is not None  # of this setup: a later one may run outside workers
         if worker_url is None:
             return engine
         engine.dispose()
-        self._worker_database = True
         return _engine.create_engine(worker_url, echo=self._echo, **self._engine_options)
 
     def _setup_sync(self, url: URL) -> None:

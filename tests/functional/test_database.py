@@ -375,3 +375,25 @@ class SearchPath(unittest.TestCase):
             path = database.connection.exec_driver_sql("SHOW search_path").scalar()
             self.assertEqual(path, database.schema_name)
             database.connection.execute(metadata.tables[names[0]].insert().values(id=1, name="x"))
+
+
+@skip_unless("mysql", "mariadb", why="a database per worker is the MySQL/MariaDB way")
+class WorkerThenNot(unittest.TestCase):
+    def test_a_later_setup_outside_workers_keeps_the_configured_database(self) -> None:
+        """Set up as a worker, torn down, then set up again outside workers: only the worker's database is dropped."""
+        metadata, _ = unique_metadata("again")
+        url = server_url()
+        database = TestDatabase(metadata, url)
+        with mock.patch.dict(os.environ, {"DBTESTCASE_WORKER": "w9"}):
+            database.setup()
+            self.assertEqual(database.url.database, f"{url.database}_w9")
+            database.teardown()
+        with mock.patch.dict(os.environ, {"DBTESTCASE_WORKER": "", "PYTEST_XDIST_WORKER": ""}):
+            with database:
+                self.assertEqual(database.url.database, url.database)
+        engine = sa.create_engine(url)
+        try:
+            with engine.connect() as other:
+                self.assertIsNotNone(other.exec_driver_sql(f"SHOW DATABASES LIKE '{url.database}'").first())
+        finally:
+            engine.dispose()
