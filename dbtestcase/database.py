@@ -6,7 +6,7 @@ import logging
 import os
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 from sqlalchemy import MetaData, Table
 from sqlalchemy.engine import URL, Connection, Engine
@@ -18,11 +18,7 @@ from .reset import check_arguments, check_transactional, drop_all, reset_schema
 from .savepoints import SavepointLevels
 from .urls import UrlLike, configured_url, mask
 
-if TYPE_CHECKING:
-    pass
-
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 class TestDatabase(SavepointLevels, asyncdb.AsyncAccess):
@@ -272,9 +268,9 @@ class TestDatabase(SavepointLevels, asyncdb.AsyncAccess):
         """Begin the outer transaction on the new connection and create the tables in it."""
         self._begin(connection)
         self.schema_name = None
-        if strategy == "savepoint" and not self.drop_tables and self.own_schema:
-            self.schema_name = namespaces.enter_schema(connection, self.metadata)
-        if strategy == "savepoint" and not self.drop_tables:
+        if strategy == "savepoint" and not self.drop_tables:  # the tables live in the outer transaction
+            if self.own_schema:
+                self.schema_name = namespaces.enter_schema(connection, self.metadata)
             self.preexisting_tables = schema.create_in_transaction(
                 connection, self.metadata, self.lock_timeout, self._create, fresh=self.schema_name is not None
             )

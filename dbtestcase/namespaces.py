@@ -77,7 +77,7 @@ def worker_database(engine: Engine, allow_destructive: bool) -> URL | None:
 
 def drop_worker_database(engine: Engine) -> None:
     """Drop the database that :func:`worker_database` made, at the end of the worker's run."""
-    with engine.connect() as connection:
+    with _engine.connect(engine) as connection:
         connection.exec_driver_sql(f"DROP DATABASE IF EXISTS `{engine.url.database}`")
 
 
