@@ -46,6 +46,13 @@ def rows_seen_by_another_connection(url: sa.engine.URL, name: str) -> int:
         engine.dispose()
 
 
+def run_tests(case: type[unittest.TestCase]) -> unittest.TestResult:
+    """Run every test of ``case``, in name order and with its class fixtures, as a runner would."""
+    result = unittest.TestResult()
+    unittest.defaultTestLoader.loadTestsFromTestCase(case).run(result)
+    return result
+
+
 def backend() -> str:
     """The dialect name of the server the suite runs on: postgresql, mysql, mariadb or sqlite."""
     return server_url().get_backend_name()
@@ -143,6 +150,19 @@ def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
 def uid_of(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("Uid:"))
+
+
+def assert_stop_cleans_up(case: unittest.TestCase, server: object) -> None:
+    """stop() ends a started throwaway server (reaped: not even a zombie), removes its run directory, forgets
+    both, and can run twice."""
+    pid, directory = getattr(server, "pid", None), getattr(server, "directory", None)
+    assert pid and directory
+    server.stop()  # type: ignore[attr-defined]
+    case.assertRaises(ProcessLookupError, os.kill, pid, 0)
+    case.assertFalse(os.path.exists(directory))
+    case.assertIsNone(server.pid)
+    case.assertIsNone(server.directory)
+    server.stop()  # type: ignore[attr-defined]
 
 
 def assert_runs_as_nobody(case: unittest.TestCase, server: object) -> None:

@@ -15,6 +15,7 @@ from tests.functional.support import (
     backend,
     rows_seen_by_another_connection,
     run_python,
+    run_tests,
     server_url,
     skip_unless,
     tables_seen_by_another_connection,
@@ -144,8 +145,7 @@ class DeferredConstraints(unittest.TestCase):
                         self.assertEqual(await self.session.scalar(sa.select(sa.func.count()).select_from(Label)), 0)
 
                 Case.database = database
-                result = unittest.TestResult()
-                unittest.TestLoader().loadTestsFromTestCase(Case).run(result)
+                result = run_tests(Case)
                 self.assertEqual(result.testsRun, 2)
                 self.assertEqual(len(result.failures), 1, result.failures + result.errors)
                 self.assertIn("DeferredConstraintError: the test left a deferred constraint violated", result.failures[0][1])
@@ -163,8 +163,7 @@ class Misuse(unittest.TestCase):
                 pass
 
         Sync.database = database
-        result = unittest.TestResult()
-        unittest.TestSuite([Sync("test_x")]).run(result)
+        result = run_tests(Sync)
         self.assertEqual(len(result.errors), 1)
         self.assertIn("is a DatabaseTestCase, but its database postgresql+asyncpg://", result.errors[0][1])
         self.assertIn("make it a dbtestcase.AsyncDatabaseTestCase", result.errors[0][1])
@@ -179,8 +178,7 @@ class Misuse(unittest.TestCase):
             async def test_x(self) -> None:
                 pass
 
-        result = unittest.TestResult()
-        unittest.TestSuite([Async("test_x")]).run(result)
+        result = run_tests(Async)
         self.assertEqual(len(result.errors), 1)
         self.assertIn("is an AsyncDatabaseTestCase, but its database", result.errors[0][1])
         self.assertIn("url='postgresql+asyncpg://...'", result.errors[0][1])
@@ -200,8 +198,7 @@ class Misuse(unittest.TestCase):
                     type(self).seen = await self.session.scalar(sa.select(sa.func.count()).select_from(Author))
 
             Case.database = database
-            result = unittest.TestResult()
-            unittest.TestLoader().loadTestsFromTestCase(Case).run(result)
+            result = run_tests(Case)
             schema = database.schema_name or ""
         self.assertTrue(schema.startswith("dbtestcase_"))
         self.seen = getattr(Case, "seen", None)

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 import dbtestcase
 from dbtestcase import DestructiveActionError, ImplicitCommitError, NonTransactionalTableError, TestDatabase
-from tests.functional.support import backend, rows_seen_by_another_connection, server_url, skip_unless
+from tests.functional.support import backend, rows_seen_by_another_connection, run_tests, server_url, skip_unless
 
 
 def cycle_metadata(prefix: str) -> sa.MetaData:
@@ -30,10 +30,7 @@ def cycle_metadata(prefix: str) -> sa.MetaData:
 
 def run_case(database: TestDatabase, **tests: object) -> unittest.TestResult:
     """Run a DatabaseTestCase made of ``tests`` on ``database``, as a runner would."""
-    case = type("Case", (dbtestcase.DatabaseTestCase,), {"database": database, **tests})
-    result = unittest.TestResult()
-    unittest.TestSuite([case(name) for name in sorted(tests)]).run(result)
-    return result
+    return run_tests(type("Case", (dbtestcase.DatabaseTestCase,), {"database": database, **tests}))
 
 
 def reset_url() -> str:

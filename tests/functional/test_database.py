@@ -11,7 +11,7 @@ import sqlalchemy as sa
 import dbtestcase
 from dbtestcase import ConfigurationError, LockTimeoutError, TestDatabase
 from dbtestcase.schema import LEFTOVER_MARK
-from tests.functional.support import server_url, skip_unless, tables_seen_by_another_connection, unique_metadata
+from tests.functional.support import run_tests, server_url, skip_unless, tables_seen_by_another_connection, unique_metadata
 
 
 class Lifecycle(unittest.TestCase):
@@ -139,11 +139,6 @@ class ModuleApi(unittest.TestCase):
 
 
 class ClassOwnedDatabases(unittest.TestCase):
-    def run_case(self, case: type[unittest.TestCase]) -> unittest.TestResult:
-        result = unittest.TestResult()
-        unittest.TestSuite([case(name) for name in unittest.defaultTestLoader.getTestCaseNames(case)]).run(result)
-        return result
-
     def test_metadata_attribute(self) -> None:
         """A class with metadata = ... sets up its own database and tears it down after the class."""
         metadata, names = unique_metadata("own")
@@ -157,7 +152,7 @@ class ClassOwnedDatabases(unittest.TestCase):
                 self.connection.execute(metadata.tables[names[0]].insert().values(name="x"))
 
         Own.metadata = metadata
-        result = self.run_case(Own)
+        result = run_tests(Own)
         self.assertTrue(result.wasSuccessful(), result.errors + result.failures)
         self.assertEqual(len(seen), 1)
         self.assertFalse(seen[0].is_set_up, "the class's own database is torn down after the class")
@@ -173,7 +168,7 @@ class ClassOwnedDatabases(unittest.TestCase):
                 self.assertTrue(sa.inspect(self.connection).has_table(names[0]))
 
         WithDatabase.database = database
-        result = self.run_case(WithDatabase)
+        result = run_tests(WithDatabase)
         self.assertTrue(result.wasSuccessful(), result.errors + result.failures)
         self.assertFalse(database.is_set_up)
 
@@ -256,8 +251,7 @@ class PreexistingTables(unittest.TestCase):
                 pass
 
         Sequences.database = database
-        result = unittest.TestResult()
-        unittest.TestSuite([Sequences("test_a")]).run(result)
+        result = run_tests(Sequences)
         self.assertEqual(len(result.errors), 1)
         self.assertIn("Sequences.reset_sequences would reset the sequences of tables that existed before", result.errors[0][1])
         self.assertIn(name, result.errors[0][1])

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from dbtestcase import mariadb_server
 from dbtestcase.exceptions import ServerError, ServerNotFoundError, ServerStartError
 from dbtestcase.mariadb_server import ENV_MARIADB_BINDIR, MariaDBServer, find_mariadbd, shared_mariadb_server
-from tests.functional.support import assert_runs_as_nobody, gone, wait_until, why_no_mariadb
+from tests.functional.support import assert_runs_as_nobody, assert_stop_cleans_up, gone, wait_until, why_no_mariadb
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IS_ROOT = os.geteuid() == 0
@@ -93,16 +93,9 @@ class LifecycleTest(ServerTestCase):
     def test_stop_removes_process_and_directory_and_is_idempotent(self) -> None:
         """stop() ends mariadbd (reaped, no zombie), removes the run directory, and can run twice."""
         srv = new_server().start()
-        pid, directory = srv.pid, srv.directory
-        assert pid and directory
-        srv.stop()
-        self.assertRaises(ProcessLookupError, os.kill, pid, 0)  # we reaped it: not even a zombie
-        self.assertFalse(os.path.exists(directory))
-        self.assertIsNone(srv.pid)
-        self.assertIsNone(srv.directory)
+        assert_stop_cleans_up(self, srv)
         with self.assertRaisesRegex(ServerError, r"not running: call start\(\)"):
             srv.url
-        srv.stop()
         MariaDBServer().stop()  # never started: also a no-op
 
     def test_context_manager_cleans_up_after_exception(self) -> None:

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 import dbtestcase
 from dbtestcase import ConfigurationError, SchemaMismatchError, TestDatabase
-from tests.functional.support import ROOT, backend, rows_seen_by_another_connection, server_url, skip_unless
+from tests.functional.support import ROOT, backend, rows_seen_by_another_connection, run_tests, server_url, skip_unless
 
 EXAMPLES = ROOT / "examples"
 ALEMBIC_INI = str(EXAMPLES / "alembic.ini")
@@ -37,8 +37,7 @@ class Migrations(unittest.TestCase):
                 test_b = test_a
 
             Case.database = database
-            result = unittest.TestResult()
-            unittest.TestSuite([Case("test_a"), Case("test_b")]).run(result)
+            result = run_tests(Case)
             self.assertTrue(result.wasSuccessful(), result.errors + result.failures)
         self.assertEqual(rows_seen_by_another_connection(server_url(), "authors"), 0)
 

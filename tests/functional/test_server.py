@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from dbtestcase import binaries, server
 from dbtestcase.exceptions import ServerError, ServerNotFoundError, ServerStartError
 from dbtestcase.server import PostgresServer, embedded_bindir, find_bindir, shared_server
-from tests.functional.support import assert_runs_as_nobody, child_environ, gone, uid_of, wait_until
+from tests.functional.support import assert_runs_as_nobody, assert_stop_cleans_up, child_environ, gone, uid_of, wait_until
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IS_ROOT = os.geteuid() == 0
@@ -88,15 +88,7 @@ class LifecycleTest(ServerTestCase):
 
     def test_stop_removes_process_and_directory_and_is_idempotent(self) -> None:
         """stop() ends the postmaster (reaped, no zombie), removes the run directory, and can run twice."""
-        srv = new_server().start()
-        pid, directory = srv.pid, srv.directory
-        assert pid and directory
-        srv.stop()
-        self.assertRaises(ProcessLookupError, os.kill, pid, 0)  # we reaped it: not even a zombie
-        self.assertFalse(os.path.exists(directory))
-        self.assertIsNone(srv.pid)
-        self.assertIsNone(srv.directory)
-        srv.stop()
+        assert_stop_cleans_up(self, new_server().start())
         PostgresServer().stop()  # never started: also a no-op
 
     def test_context_manager_cleans_up_after_exception(self) -> None:
