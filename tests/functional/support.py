@@ -97,15 +97,12 @@ def run_python(
 
 
 def server_url() -> sa.engine.URL:
-    """The server the suite runs on: $DBTESTCASE_URL, else the process's throwaway server."""
-    from dbtestcase.urls import configured_url, parse_url
+    """The server the suite runs on: $DBTESTCASE_URL, else the process's throwaway server (``mysql://``
+    alone: the throwaway MariaDB), resolved as TestDatabase resolves it."""
+    from dbtestcase.throwaway import resolve_url
+    from dbtestcase.urls import configured_url
 
-    url = configured_url()
-    if url is None:
-        from dbtestcase.server import shared_server
-
-        url = parse_url(shared_server().url)
-    return url
+    return resolve_url(configured_url())
 
 
 def unique_metadata(prefix: str) -> tuple[sa.MetaData, list[str]]:

@@ -6,7 +6,6 @@ writes, the order of the module setup, the per-test SAVEPOINT and the rollbacks.
 
 from __future__ import annotations
 
-import os
 import re
 import tempfile
 import unittest
@@ -388,7 +387,7 @@ class Nose2PluginTests(RunnerCase):
 
     def test_config_url(self) -> None:
         """url in unittest.cfg's [dbtestcase] section is the database the tests run on."""
-        url = real_url(self)
+        url = real_url()
         config = f"""
             [unittest]
             plugins = dbtestcase.nose2plugin
@@ -417,14 +416,6 @@ class PytestCollectionTests(RunnerCase):
         self.assertNotIn("cannot collect", output)
 
 
-def real_url(case: unittest.TestCase) -> str:
-    """A URL of a running server: $DBTESTCASE_URL, else the shared throwaway server's."""
-    url = os.environ.get("DBTESTCASE_URL", "").strip()
-    if url:
-        return url
-    try:
-        from dbtestcase.server import shared_server
-    except ImportError as exc:
-        case.skipTest(f"no $DBTESTCASE_URL and dbtestcase.server cannot be imported yet: {exc}")
-    return str(shared_server().url)
-
+def real_url() -> str:
+    """A URL of a running server: the suite's (server_url), with its password, for a sample's config."""
+    return server_url().render_as_string(hide_password=False)
