@@ -16,7 +16,7 @@ $(STAMP): setup.py pyproject.toml
 	touch $@
 
 ## Run the project's own tests: against a throwaway PostgreSQL, then against $DBTESTCASE_URL
-## when set, SQLite, and $DBTESTCASE_MYSQL_URL (else a throwaway MariaDB when mariadbd is
+## when set, SQLite, $DBTESTCASE_MYSQL_URL and a throwaway MariaDB (when mariadbd is
 ## installed). Prints "N passed, N failed" last.
 test: install
 	$(BIN)/python tests/run_all.py

@@ -5,7 +5,9 @@
 2. the functional tests against $DBTESTCASE_URL, when it is set;
 3. the functional tests against SQLite (a file in a temporary folder);
 4. the functional tests against MySQL/MariaDB: $DBTESTCASE_MYSQL_URL when set, else a throwaway
-   MariaDB when mariadbd is installed.
+   MariaDB when mariadbd is installed;
+5. with $DBTESTCASE_MYSQL_URL set and mariadbd installed, the functional tests against a throwaway
+   MariaDB as well (the fresh-machine path).
 """
 
 from __future__ import annotations
@@ -54,16 +56,22 @@ PASS_TIMEOUT = 900  # seconds: a hung pass fails instead of eating CI's 90 minut
 SERVER_TESTS = ["--ignore=tests/functional/test_server.py", "--ignore=tests/functional/test_mariadb_server.py"]
 
 
-def mysql_url() -> str | None:
-    """$DBTESTCASE_MYSQL_URL, else "mysql://" (a throwaway MariaDB) when mariadbd is installed."""
-    url = os.environ.get("DBTESTCASE_MYSQL_URL", "").strip()
-    if url:
-        return url
+def mariadbd_installed() -> bool:
     from dbtestcase.mariadb_server import find_mariadbd
 
     try:
         find_mariadbd()
     except FileNotFoundError:
+        return False
+    return True
+
+
+def mysql_url() -> str | None:
+    """$DBTESTCASE_MYSQL_URL, else "mysql://" (a throwaway MariaDB) when mariadbd is installed."""
+    url = os.environ.get("DBTESTCASE_MYSQL_URL", "").strip()
+    if url:
+        return url
+    if not mariadbd_installed():
         print("no MySQL/MariaDB pass: set DBTESTCASE_MYSQL_URL or install mariadbd")
         return None
     return "mysql://"
@@ -82,6 +90,10 @@ def main() -> int:
     if mysql:
         mysql_env = {**base, "DBTESTCASE_URL": mysql}
         passes.append((f"pass 4: MySQL/MariaDB at {mysql}", ["tests/functional", *SERVER_TESTS], mysql_env))
+    if mysql and mysql != "mysql://" and mariadbd_installed():
+        # The fresh-machine path for MariaDB too, not only the configured server.
+        throwaway = {**base, "DBTESTCASE_URL": "mysql://"}
+        passes.append(("pass 5: throwaway MariaDB started by dbtestcase", ["tests/functional", *SERVER_TESTS], throwaway))
     passed = failed = skipped = 0
     for label, paths, env in passes:
         p, f, s, _ = run_pass(label, paths, env)
