@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
 VERSION = re.search(r'^__version__ = "([^"]+)"', (HERE / "dbtestcase" / "__init__.py").read_text(), re.M).group(1)
@@ -16,7 +16,7 @@ setup(
     long_description_content_type="text/markdown",
     author="The dbtestcase developers",
     license="MIT",
-    packages=["dbtestcase"],
+    packages=find_packages(include=["dbtestcase", "dbtestcase.*"]),
     package_data={"dbtestcase": ["py.typed"]},
     python_requires=">=3.9",
     install_requires=[
@@ -42,7 +42,8 @@ setup(
         "docs": ["sphinx>=7"],
         "dist": ["build", "twine"],
     },
-    entry_points={},
+    # Inert unless a suite uses the kit: it maps pytest-xdist's worker identity onto DBTESTCASE_WORKER/RUN_ID.
+    entry_points={"pytest11": ["dbtestcase = dbtestcase.runners.pytest_plugin"]},
     classifiers=[
         "Development Status :: 3 - Alpha",
         "Framework :: Pytest",

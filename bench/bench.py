@@ -32,8 +32,8 @@ import sqlalchemy as sa  # noqa: E402
 from sqlalchemy.orm import Session, scoped_session, sessionmaker  # noqa: E402
 
 import dbtestcase  # noqa: E402
+from dbtestcase._urls import parse_url  # noqa: E402
 from dbtestcase.server import PostgresServer, shared_server  # noqa: E402
-from dbtestcase.urls import parse_url  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from async_rows import async_approaches, available, report_async  # noqa: E402

@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from common import ROUNDS, floor, interleaved, schema, unittest_alone, unittest_runner
 
 import dbtestcase
-from dbtestcase.reset import reset_schema
-from dbtestcase.urls import parse_url
+from dbtestcase._urls import parse_url
+from dbtestcase.core import reset_schema
 
 TABLES = 50
 

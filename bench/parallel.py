@@ -72,8 +72,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import sqlalchemy as sa  # noqa: E402
 
+from dbtestcase._urls import parse_url  # noqa: E402
 from dbtestcase.server import shared_server  # noqa: E402
-from dbtestcase.urls import parse_url  # noqa: E402
 
 MODULES, CLASSES, TESTS_PER_CLASS = 20, 5, 20
 TESTS = MODULES * CLASSES * TESTS_PER_CLASS

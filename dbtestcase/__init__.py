@@ -1,8 +1,6 @@
 """dbtestcase: every test on a blank slate, against a real database."""
 
-from .asynccase import AsyncDatabaseTestCase
-from .case import DatabaseTestCase, current_session
-from .database import TestDatabase, active_database, setup_module, teardown_module
+from .core import CapturedQueries, SavepointStack, TestDatabase, active_database, drop_all, setup_module, teardown_module
 from .exceptions import (
     ConfigurationError,
     ConnectionFailedError,
@@ -20,10 +18,9 @@ from .exceptions import (
     ServerNotFoundError,
     ServerStartError,
 )
-from .queries import CapturedQueries
-from .reset import drop_all
+from .runners import AsyncDatabaseTestCase, DatabaseTestCase, current_session
 
-__version__ = "0.2.0.dev0"
+__version__ = "0.3.0.dev0"
 
 __all__ = [
     "AsyncDatabaseTestCase",
@@ -40,6 +37,7 @@ __all__ = [
     "NoDatabaseError",
     "NoTestRunningError",
     "NonTransactionalTableError",
+    "SavepointStack",
     "SchemaMismatchError",
     "ServerError",
     "ServerNotFoundError",

@@ -99,8 +99,8 @@ def run_python(
 def server_url() -> sa.engine.URL:
     """The server the suite runs on: $DBTESTCASE_URL, else the process's throwaway server (``mysql://``
     alone: the throwaway MariaDB), resolved as TestDatabase resolves it."""
-    from dbtestcase.throwaway import resolve_url
-    from dbtestcase.urls import configured_url
+    from dbtestcase._urls import configured_url
+    from dbtestcase.core import resolve_url
 
     return resolve_url(configured_url())
 

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 import dbtestcase
 from dbtestcase import ConfigurationError, LockTimeoutError, TestDatabase
-from dbtestcase.schema import LEFTOVER_MARK
+from dbtestcase.core import LEFTOVER_MARK
 from tests.functional.support import run_tests, server_url, skip_unless, tables_seen_by_another_connection, unique_metadata
 
 

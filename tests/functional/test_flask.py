@@ -8,7 +8,7 @@ import unittest
 import sqlalchemy as sa
 
 import dbtestcase
-from dbtestcase.binding import SessionBinding
+from dbtestcase.core import SessionBinding
 
 try:
     from flask import Flask, jsonify, request

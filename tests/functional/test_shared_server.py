@@ -1,4 +1,4 @@
-"""Functional tests of dbtestcase.runshare: one throwaway server shared by the processes of a parallel run."""
+"""Functional tests of dbtestcase.servers._runshare: one throwaway server shared by the processes of a parallel run."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, Optional
 from unittest import mock
 
-from dbtestcase import runstate
 from dbtestcase.exceptions import ServerError
+from dbtestcase.servers import _runstate as runstate
 from tests.functional.support import gone, run_python, uid_of, wait_until, why_no_mariadb, write_project
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -70,18 +70,19 @@ def mentioning(text: str) -> list[int]:
 CLIENT = textwrap.dedent("""
     import json, os, sys, time
     import sqlalchemy as sa
-    from dbtestcase import mariadb_server, process, server
+    from dbtestcase import mariadb_server, server
+    from dbtestcase.servers._process import ChildServer
 
     if os.environ.get("SLOW_TEARDOWN"):  # widen the moment the last process stops the server, lock held
-        teardown = process.ChildServer._teardown
+        halt = ChildServer.halt
         def slow(self):
             print(json.dumps({"tearing_down": True}), flush=True)
             time.sleep(float(os.environ["SLOW_TEARDOWN"]))
-            teardown(self)
-        process.ChildServer._teardown = slow
+            halt(self)
+        ChildServer.halt = slow
     srv = mariadb_server.shared_mariadb_server() if sys.argv[1] == "mariadb" else server.shared_server()
     print(json.dumps({"url": srv.url, "pid": srv.pid, "directory": srv.directory, "me": os.getpid(),
-                      "state": srv._share and srv._share.state_dir}), flush=True)
+                      "state": srv.share and srv.share.state_dir}), flush=True)
     for line in sys.stdin:
         if line.strip() == "query":
             engine = sa.create_engine(srv.url, poolclass=sa.pool.NullPool)
@@ -273,13 +274,13 @@ class SharePostgresTest(SharedServerCase):
             if os.fork() == 0:
                 mine = server.shared_server()
                 print(json.dumps({"url": mine.url, "pid": mine.pid, "directory": mine.directory, "me": os.getpid(),
-                                  "state": mine._share.state_dir, "child": True}), flush=True)
+                                  "state": mine.share.state_dir, "child": True}), flush=True)
                 os.write(tell, b"j")  # after the print: one line at a time on the shared stdout
                 sys.stdin.readline()
                 sys.exit(0)  # atexit: the child leaves, last
             os.read(joined, 1)
             print(json.dumps({"url": srv.url, "pid": srv.pid, "directory": srv.directory, "me": os.getpid(),
-                              "state": srv._share.state_dir, "child": False}), flush=True)
+                              "state": srv.share.state_dir, "child": False}), flush=True)
         """)
         parent = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   text=True, env=clean_env(DBTESTCASE_RUN_ID=new_run()))
@@ -391,7 +392,7 @@ SAMPLE = """
             self.session.execute(items.insert().values(id=1))
             srv = shared_server()
             record = {"module": __name__, "me": os.getpid(), "port": dbtestcase.active_database().url.port, "pid": srv.pid,
-                      "directory": srv.directory, "state": srv._share and srv._share.state_dir,
+                      "directory": srv.directory, "state": srv.share and srv.share.state_dir,
                       "run": run_id(), "worker": worker_id(), "env_worker": os.environ.get("DBTESTCASE_WORKER")}
             path = os.path.join(os.environ["RECORDS"], f"{__name__}-{os.getpid()}.json")
             with open(path, "w") as f:

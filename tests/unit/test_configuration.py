@@ -17,8 +17,8 @@ from dbtestcase import (
     TestDatabase,
     backends,
 )
-from dbtestcase.engine import create_engine
-from dbtestcase.urls import parse_url
+from dbtestcase._urls import parse_url
+from dbtestcase.core import create_engine
 
 METADATA = sa.MetaData()
 sa.Table("t", METADATA, sa.Column("id", sa.Integer, primary_key=True))

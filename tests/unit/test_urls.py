@@ -9,7 +9,7 @@ from unittest import mock
 from sqlalchemy.engine import make_url
 
 from dbtestcase import ConfigurationError
-from dbtestcase.urls import URL_ENV, configured_url, mask, parse_url
+from dbtestcase._urls import URL_ENV, configured_url, mask, parse_url
 
 
 class ParseUrl(unittest.TestCase):
@@ -88,7 +88,7 @@ class Mask(unittest.TestCase):
 class ThrowawayChoice(unittest.TestCase):
     def test_only_a_bare_mysql_url_means_a_throwaway_mariadb(self) -> None:
         """A MySQL URL with a database or a host is used as it is (mysqlclient: the local socket)."""
-        from dbtestcase.throwaway import resolve_url
+        from dbtestcase.core import resolve_url
 
         for text in ("mysql+pymysql:///app", "mysql+pymysql://root@db/test", "postgresql+psycopg2://u@h/test"):
             url = parse_url(text)
@@ -96,7 +96,7 @@ class ThrowawayChoice(unittest.TestCase):
 
     def test_a_bare_async_url_takes_the_configured_server(self) -> None:
         """``postgresql+asyncpg://`` alone: $DBTESTCASE_URL's server with asyncpg; libpq's sslmode becomes ssl."""
-        from dbtestcase.throwaway import resolve_url
+        from dbtestcase.core import resolve_url
 
         configured = "postgresql://ann:s3cret@db.example:6543/test_app?sslmode=require"
         with mock.patch.dict(os.environ, {"DBTESTCASE_URL": configured}):
@@ -108,7 +108,7 @@ class ThrowawayChoice(unittest.TestCase):
 
     def test_options_asyncpg_does_not_take_are_refused(self) -> None:
         """Options asyncpg would reject are named in one line, with the password masked."""
-        from dbtestcase.throwaway import resolve_url
+        from dbtestcase.core import resolve_url
 
         configured = "postgresql://ann:s3cret@db.example/test_app?connect_timeout=5&application_name=ci"
         with mock.patch.dict(os.environ, {"DBTESTCASE_URL": configured}), self.assertRaises(ConfigurationError) as caught:
@@ -127,5 +127,18 @@ class Workers(unittest.TestCase):
         for given, expected in (("gw0", "gw0"), ("Alpha-1", "alpha_1"), ("a b;c", "a_b_c"), ("", None)):
             with mock.patch.dict(os.environ, {"DBTESTCASE_WORKER": given, "PYTEST_XDIST_WORKER": ""}):
                 self.assertEqual(worker_id(), expected, given)
-        with mock.patch.dict(os.environ, {"DBTESTCASE_WORKER": "", "PYTEST_XDIST_WORKER": "gw3"}):
-            self.assertEqual(worker_id(), "gw3")
+
+    def test_the_core_reads_only_the_kits_own_variables(self) -> None:
+        """pytest-xdist's names reach the core only through the pytest plugin, which maps them unless set."""
+        from dbtestcase.runners.pytest_plugin import adopt_xdist_identity
+        from dbtestcase.workers import run_id, worker_id
+
+        xdist = {"DBTESTCASE_WORKER": "", "DBTESTCASE_RUN_ID": "", "PYTEST_XDIST_WORKER": "gw3",
+                 "PYTEST_XDIST_TESTRUNUID": "abc"}
+        with mock.patch.dict(os.environ, xdist):
+            self.assertEqual((worker_id(), run_id()), (None, None))
+            adopt_xdist_identity()
+            self.assertEqual((worker_id(), run_id()), ("gw3", "abc"))
+        environ = {**xdist, "DBTESTCASE_WORKER": "mine", "DBTESTCASE_RUN_ID": "my-run"}
+        adopt_xdist_identity(environ)
+        self.assertEqual((environ["DBTESTCASE_WORKER"], environ["DBTESTCASE_RUN_ID"]), ("mine", "my-run"))

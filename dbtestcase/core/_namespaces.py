@@ -18,10 +18,10 @@ import secrets
 from sqlalchemy import MetaData
 from sqlalchemy.engine import URL, Connection, Engine
 
-from . import backends
-from . import engine as _engine
-from .reset import existing_tables
-from .workers import worker_id
+from .. import backends
+from ..workers import worker_id
+from . import _engine
+from ._reset import existing_tables
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import MetaData, Sequence, text
 from sqlalchemy.engine import Connection
 
-from .exceptions import ConfigurationError
+from ..exceptions import ConfigurationError
 
 # Sequences owned by the tables (serial and identity columns) with their current state.
 _OWNED = text(

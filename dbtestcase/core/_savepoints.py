@@ -1,4 +1,4 @@
-"""The savepoints a TestDatabase holds on its connection: one per test class with data, one for tests."""
+"""SavepointStack: the SAVEPOINTs a TestDatabase holds on its connection, the seam every runner adapter uses."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from .backends import sqlstate
-from .exceptions import DbTestCaseError, DeferredConstraintError
+from ..backends import sqlstate
+from ..exceptions import DbTestCaseError, DeferredConstraintError
 
 __unittest = True  # DeferredConstraintError tracebacks start in the test, not here
 
@@ -19,31 +19,54 @@ _MULTI_STATEMENT_DRIVERS = ("psycopg2",)
 _INTEGRITY_CLASS = "23"
 
 
-class SavepointLevels:
-    """Mixed into TestDatabase: the SAVEPOINT levels that DatabaseTestCase drives."""
+#: The kind of the level that tests run in, and of the level a class's data (setUpTestData) lives in.
+TEST, CLASS = "test", "class"
 
-    checks_constraints: bool
-    _levels: list[str]
-    _server_side_begin: bool
+
+class SavepointStack:
+    """The SAVEPOINTs a :class:`~dbtestcase.TestDatabase` holds on its one connection, innermost last.
+
+    The contract between the database and the runner adapters (the unittest and async cases, the nose2
+    and pytest plugins): :meth:`begin` sets a level, :meth:`end_test` undoes a test in one round trip and
+    keeps the level set for the next test, :meth:`end` removes a level with all above it. A level is a
+    name, ``dbtestcase_<kind>_<depth>``. A stack lives as long as one :meth:`~dbtestcase.TestDatabase.setup`;
+    :attr:`TestDatabase.savepoints <dbtestcase.TestDatabase.savepoints>` is the current one.
+
+    .. versionadded:: 0.3
+    """
+
+    def __init__(self, connection: Connection, *, server_side_begin: bool, checks_constraints: bool) -> None:
+        self.connection = connection
+        #: Whether deferred constraints are checked at the end of every test (the schema has some).
+        self.checks_constraints = checks_constraints
+        self._server_side_begin = server_side_begin  # the kit's own BEGIN: commit() cannot reach the server
+        self._levels: list[str] = []
 
     @property
-    def connection(self) -> Connection:
-        """The shared connection (TestDatabase provides it)."""
-        raise NotImplementedError
+    def levels(self) -> tuple[str, ...]:
+        """The names of the levels set now, outermost first."""
+        return tuple(self._levels)
 
-    def begin_level(self, kind: str = "test") -> str:
-        """Set a new SAVEPOINT on the shared connection and return its name, which starts with
-        ``dbtestcase_<kind>``."""
+    @property
+    def top(self) -> str | None:
+        """The innermost level, if any."""
+        return self._levels[-1] if self._levels else None
+
+    def begin(self, kind: str = TEST) -> str:
+        """Set a new SAVEPOINT on the connection and return its name, which starts with ``dbtestcase_<kind>``."""
         name = f"dbtestcase_{kind}_{len(self._levels)}"
         self.connection.exec_driver_sql(f"SAVEPOINT {name}")
         self._levels.append(name)
         return name
 
-    def top_level(self) -> str | None:
-        """The innermost SAVEPOINT set by :meth:`begin_level`, if any."""
-        return self._levels[-1] if self._levels else None
+    def test_level(self) -> str:
+        """The level for the next test: the innermost one if it is a test level, else a new one."""
+        top = self.top
+        if top is not None and top.startswith(f"dbtestcase_{TEST}_"):
+            return top
+        return self.begin(TEST)
 
-    def rollback_level(self, name: str, *, check_constraints: bool = True) -> None:
+    def rollback(self, name: str, *, check_constraints: bool = True) -> None:
         """Undo everything since SAVEPOINT ``name``, which stays set for the next test.
 
         With ``check_constraints`` and deferrable constraints in the schema, they are checked
@@ -86,7 +109,7 @@ class SavepointLevels:
             # view of the session's savepoint is then dropped with Connection.rollback(), which
             # in DBAPI autocommit mode sends nothing to the server (psycopg2).
             try:
-                self.rollback_level(name)
+                self.rollback(name)
             finally:
                 if connection.in_transaction():
                     connection.rollback()
@@ -120,7 +143,7 @@ class SavepointLevels:
                 if nested is None:
                     break
                 nested.rollback()
-        self.rollback_level(name, check_constraints=not checked)
+        self.rollback(name, check_constraints=not checked)
 
     def check_constraints(self) -> None:
         """Check deferred constraints now (``SET CONSTRAINTS ALL IMMEDIATE``) if the schema has any.
@@ -147,7 +170,7 @@ class SavepointLevels:
         except DBAPIError as exc:
             _raise_if_constraint(exc)
 
-    def end_level(self, name: str) -> None:
+    def end(self, name: str) -> None:
         """Undo everything since SAVEPOINT ``name`` and remove it with every level above it."""
         if name not in self._levels:
             return
@@ -167,3 +190,5 @@ def _raise_if_constraint(exc: DBAPIError) -> None:
             "the test left a deferred constraint violated, which COMMIT would reject in "
             f"production: {str(exc.orig).strip().splitlines()[0]}. Fix the rows the test writes."
         ) from exc
+
+

@@ -9,9 +9,10 @@ from typing import Any
 
 from sqlalchemy.engine import URL
 
-from . import asyncdb, backends
-from .exceptions import ConfigurationError
-from .urls import configured_url, mask, parse_url
+from .. import backends
+from .._urls import configured_url, mask, parse_url
+from ..exceptions import ConfigurationError
+from . import _asynclink as asyncdb
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +35,11 @@ def resolve_url(url: URL | None) -> URL:
     if url is not None and not (bare and backends.is_mysql(url.get_backend_name())):
         return url
     if url is None:
-        from .server import shared_server  # imported late: most runs give a URL
+        from ..servers.postgresql import shared_server  # imported late: most runs give a URL
 
         url = parse_url(shared_server().url)
     else:
-        from .mariadb_server import shared_mariadb_server
+        from ..servers.mariadb import shared_mariadb_server
 
         url = parse_url(shared_mariadb_server().url)
     # atexit runs handlers last-in first-out: ours must close before the server stops.

@@ -13,10 +13,9 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, TypeVar
 
 from sqlalchemy import MetaData, func, select
 
-from .case import _TEST, _check_class, _ClassState, _resolve_database
-from .database import TestDatabase
-from .exceptions import ConfigurationError, NoDatabaseError
-from .queries import CapturedQueries
+from ..core import CapturedQueries, TestDatabase
+from ..exceptions import ConfigurationError, NoDatabaseError
+from ._classes import ClassState, check_class, resolve_database
 
 if TYPE_CHECKING:  # annotations only: importing dbtestcase needs neither greenlet nor an async driver
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -57,11 +56,11 @@ class AsyncDatabaseTestCase(unittest.IsolatedAsyncioTestCase):
     #: means ``$DBTESTCASE_URL``'s server, else a throwaway one (psycopg's async driver without asyncpg).
     database_url: ClassVar[str | None] = None
 
-    _dbtc_state: ClassVar[_ClassState]
+    _dbtc_state: ClassVar[ClassState]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        _check_class(cls)
+        check_class(cls)
 
     # --- hooks --------------------------------------------------------------------------------
     def create_session(self, connection: AsyncConnection) -> AsyncSession:
@@ -127,13 +126,13 @@ class AsyncDatabaseTestCase(unittest.IsolatedAsyncioTestCase):
             cls._dbtc_class_setup()
 
     @classmethod
-    def _dbtc_class_setup(cls) -> _ClassState:
+    def _dbtc_class_setup(cls) -> ClassState:
         """Find or set up the class's database, once per class; it must be async."""
         __tracebackhide__ = True
         state = cls.__dict__.get("_dbtc_state")
         if state is not None and not state.closed:
             return state
-        database, owned = _resolve_database(cls, default_async_url())
+        database, owned = resolve_database(cls, default_async_url())
         if not database.is_async:
             if owned:
                 database.teardown()
@@ -142,7 +141,7 @@ class AsyncDatabaseTestCase(unittest.IsolatedAsyncioTestCase):
                 "set it up with an async URL, such as setup_module(Base.metadata, url='postgresql+asyncpg://...') "
                 "(or 'postgresql+asyncpg://' alone for $DBTESTCASE_URL's server or a throwaway one)."
             )
-        state = cls._dbtc_state = _ClassState(database, owned)
+        state = cls._dbtc_state = ClassState(database, owned)
         cls.addClassCleanup(cls._dbtc_class_teardown)
         return state
 
@@ -174,9 +173,7 @@ class AsyncDatabaseTestCase(unittest.IsolatedAsyncioTestCase):
         database = type(self)._dbtc_class_setup().database
         self.__dict__["_dbtc_loop"] = database.loop
         asyncio.set_event_loop(database.loop)
-        level = database.top_level()
-        if level is None or not level.startswith("dbtestcase_" + _TEST):
-            level = self._dbtc_await(database.run_sync(database.begin_level, _TEST))
+        level = self._dbtc_await(database.run_sync(database.savepoints.test_level))
         self.addCleanup(self._dbtc_end, database, level)
         self._dbtc_context.run(self.setUp)
         if _overrides(self, "asyncSetUp"):  # a task per call costs: skip the empty default
@@ -195,7 +192,7 @@ class AsyncDatabaseTestCase(unittest.IsolatedAsyncioTestCase):
 
     async def _dbtc_end(self, database: TestDatabase, level: str) -> None:
         session = self.__dict__.pop("_dbtc_session", None)
-        await database.run_sync(database.end_test, level, session.sync_session if session is not None else None)
+        await database.run_sync(database.savepoints.end_test, level, session.sync_session if session is not None else None)
 
     def _dbtc_maybe_await(self, value: Any) -> Any:
         return self._dbtc_await(value) if isinstance(value, Awaitable) else value

@@ -10,11 +10,11 @@ from sqlalchemy import MetaData, Table, inspect, literal, select, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from . import engine as _engine
-from .backends import sqlstate
-from .exceptions import ConfigurationError, LockTimeoutError, SchemaMismatchError
-from .reset import LOCK_NOT_AVAILABLE, drop_tables, existing_tables, limit_lock_wait, open_transactions
-from .urls import mask
+from .._urls import mask
+from ..backends import LOCK_NOT_AVAILABLE, limit_lock_wait, sqlstate
+from ..exceptions import ConfigurationError, LockTimeoutError, SchemaMismatchError
+from . import _engine
+from ._reset import drop_tables, existing_tables, open_transactions
 
 log = logging.getLogger(__name__)
 

@@ -7,21 +7,18 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Union
 
-from sqlalchemy import MetaData, Table, bindparam, inspect, text
+from sqlalchemy import MetaData, Table, inspect, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import close_all_sessions
 from sqlalchemy.schema import DropConstraint, DropTable
 
-from .backends import check_destructive, is_mysql, sqlstate
-from .exceptions import ConfigurationError, LockTimeoutError, NonTransactionalTableError
+from ..backends import LOCK_NOT_AVAILABLE, check_destructive, limit_lock_wait, sqlstate
+from ..exceptions import ConfigurationError, LockTimeoutError
 
 log = logging.getLogger(__name__)
 
 Bind = Union[Engine, Connection]
-
-# SQLSTATE 55P03 lock_not_available: lock_timeout expired.
-LOCK_NOT_AVAILABLE = "55P03"
 
 _BLOCKERS = text(
     """
@@ -98,18 +95,6 @@ def check_arguments(metadata: object, lock_timeout: object) -> None:
         )
     if not isinstance(lock_timeout, (int, float)) or lock_timeout <= 0:
         raise ConfigurationError(f"lock_timeout must be a number of seconds > 0 (got {lock_timeout!r}).")
-
-
-def limit_lock_wait(connection: Connection, lock_timeout: float) -> None:
-    """Make DDL in the current transaction give up on a lock after ``lock_timeout`` seconds.
-
-    PostgreSQL: ``SET LOCAL lock_timeout`` (undone with the transaction). MySQL/MariaDB: the
-    session's ``lock_wait_timeout`` for metadata locks, a day by default. Others: nothing.
-    """
-    if connection.dialect.name == "postgresql":
-        connection.exec_driver_sql(f"SET LOCAL lock_timeout = {max(1, int(lock_timeout * 1000))}")
-    elif is_mysql(connection.dialect.name):
-        connection.exec_driver_sql(f"SET SESSION lock_wait_timeout = {max(1, round(lock_timeout))}")
 
 
 def existing_tables(connection: Connection, metadata: MetaData) -> list[Table]:
@@ -211,30 +196,3 @@ def reset_schema(
             if base_data is not None:
                 base_data(connection)
     log.info("reset %s: dropped %d tables, created %d", engine.url.database, len(reflected.tables), len(metadata.tables))
-
-
-def check_transactional(connection: Connection, metadata: MetaData) -> None:
-    """On MySQL/MariaDB, refuse tables whose engine has no transactions (MyISAM, MEMORY...).
-
-    Raises:
-        NonTransactionalTableError: names each such table and its engine.
-    """
-    if not is_mysql(connection.dialect.name):
-        return
-    names = [table.name for table in metadata.sorted_tables]
-    if not names:
-        return
-    rows = connection.execute(
-        text(
-            "SELECT TABLE_NAME, ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() "
-            "AND TABLE_NAME IN :names AND ENGINE <> 'InnoDB'"
-        ).bindparams(bindparam("names", expanding=True)),
-        {"names": names},
-    ).all()
-    if rows:
-        found = ", ".join(f"{name} ({engine})" for name, engine in rows)
-        raise NonTransactionalTableError(
-            f"these tables use an engine without transactions, so rollback cannot undo what a test "
-            f"writes and rows would leak between tests: {found}. Declare them InnoDB "
-            "(__table_args__ = {'mysql_engine': 'InnoDB'}) or set default_storage_engine=InnoDB on the server."
-        )

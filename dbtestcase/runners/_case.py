@@ -13,16 +13,13 @@ from sqlalchemy import MetaData, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from .binding import SessionBinding, check_bindable
-from .database import TestDatabase, active_database
-from .exceptions import ConfigurationError, NoDatabaseError, NoTestRunningError
-from .queries import CapturedQueries
-from .sequences import SequenceBaseline
-from .testdata import run_test_data
+from ..core import CLASS, CapturedQueries, SequenceBaseline, SessionBinding, TestDatabase
+from ..exceptions import ConfigurationError, NoDatabaseError, NoTestRunningError
+from ._classes import ClassState, check_class, resolve_database
+from ._testdata import run_test_data
 
 __unittest = True  # failure tracebacks start in the user's code
 
-_TEST, _CLASS = "test", "class"
 _current_test: contextvars.ContextVar[DatabaseTestCase | None] = contextvars.ContextVar("dbtestcase_test", default=None)
 
 
@@ -44,19 +41,6 @@ def current_session() -> Session:
             "DatabaseTestCase test running now; call it from a test (or setUp), or pass a session explicitly."
         )
     return test.session
-
-
-class _ClassState:
-    """What one test class holds: its database and, with setUpTestData, its own savepoint."""
-
-    __slots__ = ("closed", "database", "level", "owned", "sequences")
-
-    def __init__(self, database: TestDatabase, owned: bool) -> None:
-        self.database = database
-        self.owned = owned  # set up by the class, so torn down by it
-        self.level: str | None = None
-        self.sequences: SequenceBaseline | None = None
-        self.closed = False
 
 
 class DatabaseTestCase(unittest.TestCase):
@@ -87,11 +71,11 @@ class DatabaseTestCase(unittest.TestCase):
     #: .. versionadded:: 0.2
     bind_sessions: ClassVar[list[Any]] = []
 
-    _dbtc_state: ClassVar[_ClassState]
+    _dbtc_state: ClassVar[ClassState]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        _check_class(cls)
+        check_class(cls)
         setup = cls.__dict__.get("setUp")
         if setup is not None and not getattr(setup, "_dbtc_wraps", False):
             cls.setUp = _begin_first(setup)  # type: ignore[method-assign]
@@ -186,9 +170,7 @@ class DatabaseTestCase(unittest.TestCase):
         self.__dict__["_dbtc_begun"] = True
         state = type(self)._dbtc_class_setup()
         database = state.database
-        level = database.top_level()
-        if level is None or not level.startswith("dbtestcase_" + _TEST):
-            level = database.begin_level(_TEST)
+        level = database.savepoints.test_level()
         self.addCleanup(self._dbtc_end, database, level)
         self.addCleanup(_current_test.reset, _current_test.set(self))
         if self.bind_sessions:
@@ -198,17 +180,17 @@ class DatabaseTestCase(unittest.TestCase):
             state.sequences.restore(database.connection)
 
     def _dbtc_end(self, database: TestDatabase, level: str) -> None:
-        database.end_test(level, self.__dict__.pop("_dbtc_session", None))
+        database.savepoints.end_test(level, self.__dict__.pop("_dbtc_session", None))
 
     @classmethod
-    def _dbtc_class_setup(cls) -> _ClassState:
+    def _dbtc_class_setup(cls) -> ClassState:
         """Find or set up the class's database and run setUpTestData, once per class."""
         __tracebackhide__ = True  # pytest: show the user's test, not this frame
         state = cls.__dict__.get("_dbtc_state")
         if state is not None and not state.closed:
             return state
-        database, owned = _resolve_database(cls)
-        state = _ClassState(database, owned)
+        database, owned = resolve_database(cls)
+        state = ClassState(database, owned)
         cls._dbtc_state = state
         try:
             if database.is_async:
@@ -218,7 +200,7 @@ class DatabaseTestCase(unittest.TestCase):
                 )
             has_data = cls.setUpTestData.__func__ is not DatabaseTestCase.setUpTestData.__func__  # type: ignore[attr-defined]
             if has_data:
-                state.level = database.begin_level(_CLASS)
+                state.level = database.savepoints.begin(CLASS)
             if cls.reset_sequences:
                 if database.preexisting_tables:
                     names = ", ".join(table.fullname for table in database.preexisting_tables)
@@ -248,7 +230,7 @@ class DatabaseTestCase(unittest.TestCase):
         database = state.database
         try:
             if state.level is not None and database.is_set_up:
-                database.end_level(state.level)
+                database.savepoints.end(state.level)
         finally:
             if state.owned:
                 database.teardown()
@@ -267,44 +249,3 @@ def _begin_first(setup: Callable[..., Any]) -> Callable[..., Any]:
 
 
 DatabaseTestCase.setUp._dbtc_wraps = True  # type: ignore[attr-defined]
-
-
-def _check_class(cls: type) -> None:
-    """Validate the class attributes when the class is defined, naming class and attribute."""
-    name = cls.__qualname__
-    database = cls.__dict__.get("database")
-    if database is not None and not isinstance(database, TestDatabase):
-        raise ConfigurationError(
-            f"{name}.database must be a dbtestcase.TestDatabase (got {database!r} that is a {type(database)})."
-        )
-    metadata = cls.__dict__.get("metadata")
-    if metadata is not None and not isinstance(metadata, MetaData):
-        raise ConfigurationError(
-            f"{name}.metadata must be a sqlalchemy.MetaData such as Base.metadata "
-            f"(got {metadata!r} that is a {type(metadata)})."
-        )
-    if "bind_sessions" in cls.__dict__:
-        cls.bind_sessions = check_bindable(name, cls.__dict__["bind_sessions"])  # type: ignore[attr-defined]
-    for flag in ("reset_sequences",):
-        value = cls.__dict__.get(flag, False)
-        if not isinstance(value, bool):
-            raise ConfigurationError(f"{name}.{flag} must be True or False (got {value!r}).")
-
-
-def _resolve_database(cls: Any, default_url: str | None = None) -> tuple[TestDatabase, bool]:
-    """The class's database and whether the class set it up (and so tears it down)."""
-    if cls.database is not None:
-        if cls.database.is_set_up:
-            return cls.database, False
-        return cls.database.setup(), True
-    database = active_database()
-    if database is not None:
-        return database, False
-    if cls.metadata is not None:
-        return TestDatabase(cls.metadata, cls.database_url or default_url).setup(), True
-    name = cls.__qualname__
-    raise NoDatabaseError(
-        f"{name} has no database to run on: call dbtestcase.setup_module(Base.metadata) in "
-        f"setUpModule(), or set metadata = Base.metadata (or database = "
-        f"dbtestcase.TestDatabase(Base.metadata)) on {name}."
-    )

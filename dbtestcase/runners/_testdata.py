@@ -9,8 +9,8 @@ from sqlalchemy import inspect
 from sqlalchemy.orm import Session
 
 if TYPE_CHECKING:
-    from .case import DatabaseTestCase
-    from .database import TestDatabase
+    from ..core import TestDatabase
+    from ._case import DatabaseTestCase
 
 
 def run_test_data(cls: type[DatabaseTestCase], database: TestDatabase) -> None:

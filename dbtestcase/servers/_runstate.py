@@ -57,7 +57,7 @@ def base() -> str:
         os.mkdir(base, 0o755)
     st = os.lstat(base)
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
-        from .exceptions import ServerError
+        from ..exceptions import ServerError
 
         raise ServerError(f"{base} is not a directory owned by uid {os.geteuid()} and writable only by it "
                           f"(got mode {stat.filemode(st.st_mode)}, uid {st.st_uid}); remove it and try again.")

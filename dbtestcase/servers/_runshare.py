@@ -15,7 +15,7 @@ a process joining meanwhile starts a fresh server rather than attach to a dying 
 a script) stops the server and removes both directories once no registered process is alive, so SIGKILLing every
 worker leaves nothing behind; it polls every :data:`POLL` seconds.
 
-The state on disk and the watchdog are in :mod:`dbtestcase.runstate`. A process is identified by its pid and, on
+The state on disk and the watchdog are in ``_runstate``. A process is identified by its pid and, on
 Linux, its start time in ``/proc``; elsewhere by its pid alone, so a
 pid reused by an unrelated process keeps the server alive until that process ends. A forked child is one of the
 run's processes from its own first call for the server (which attaches it to its parent's); a parent that exits
@@ -39,10 +39,10 @@ import threading
 from collections.abc import Callable
 from typing import Any, ClassVar, Generic, TypeVar
 
-from . import runstate
-from .process import ChildServer
-from .runstate import CLIENTS, POLL
-from .workers import run_id
+from ..workers import run_id
+from . import _runstate as runstate
+from ._process import ChildServer
+from ._runstate import CLIENTS, POLL
 
 S = TypeVar("S", bound=ChildServer)
 
@@ -62,29 +62,29 @@ def join(server: S, run: str, *, previous: Share | None = None) -> S:
             its state directory is kept, so that a forked child gets its parent's server whatever its environment.
 
     Returns:
-        ``server``, running: its :meth:`~dbtestcase.process.ChildServer.stop` leaves the run.
+        ``server``, running: its ``stop()`` leaves the run.
 
     Raises:
         ServerNotFoundError: the server's binaries are missing.
         ServerStartError: this process had to start the server, and that failed.
     """
-    server._prepare()  # the binary and version choose the state directory
+    server.prepare()  # the binary and version choose the state directory
     if previous is not None and previous.run == run:
         share = Share(previous.state_dir, run)
     else:
-        key = f"{run}\0{type(server).__module__}.{type(server).__qualname__}\0{server._binary()}\0{server.version}"
+        key = f"{run}\0{type(server).__module__}.{type(server).__qualname__}\0{server.binary()}\0{server.version}"
         share = Share(os.path.join(runstate.base(), "run-" + hashlib.sha256(key.encode()).hexdigest()[:16]), run)
     with runstate.locked(share.state_dir, create=True):
-        share._register()
+        share.register()
         try:
             state = runstate.read_state(share.state_dir)
             if state is not None and _attach(server, share, state):
-                log.info("attached to %s %s at %s in %s, started by process %d for run %r", server._product,
+                log.info("attached to %s %s at %s in %s, started by process %d for run %r", server.product,
                          server.version, server.url, server.directory, state["starter"], run)
                 return server
             if state is not None:
                 _discard(state, server)
-            server._share = share
+            server.share = share
             server.start()
             assert server.pid and server.directory
             share.pid, share.token = server.pid, runstate.started(server.pid)
@@ -92,14 +92,14 @@ def join(server: S, run: str, *, previous: Share | None = None) -> S:
                                            "token": share.token, "directory": server.directory,
                                            "version": server.version, "starter": os.getpid()})
         except BaseException:
-            server._share = None
+            server.share = None
             if server.directory is not None:  # started, but not published: nobody else knows it, stop it here
                 server.stop()
-            share._unregister()
+            share.unregister()
             if not runstate.live_clients(share.state_dir, prune=True):
                 runstate.remove(share.state_dir)
             raise
-    log.info("shared %s at %s with run %r (state in %s)", server._product, server.url, run, share.state_dir)
+    log.info("shared %s at %s with run %r (state in %s)", server.product, server.url, run, share.state_dir)
     return server
 
 
@@ -121,28 +121,28 @@ class Share:
         url, directory = server.url, server.directory
         with runstate.locked(self.state_dir) as held:
             if held:
-                self._unregister()
+                self.unregister()
             others = runstate.live_clients(self.state_dir, prune=True) if held else []
             published = runstate.published(self.state_dir) if held else None
             if others and published == directory:
-                server._forget()
-                log.info("left %s at %s; %d other process(es) of run %r still use it", server._product, url,
+                server.release()
+                log.info("left %s at %s; %d other process(es) of run %r still use it", server.product, url,
                          len(others), self.run)
                 return
-            if server._proc is None:  # not our child: we cannot wait() for it
-                runstate.kill(self.pid, self.token, server._stop_signal)
-            server._teardown()  # also ends our watchdog, if we started the server: its run directory is gone
+            if not server.is_child:  # not our child: we cannot wait() for it
+                runstate.kill(self.pid, self.token, server.stop_signal)
+            server.halt()  # also ends our watchdog, if we started the server: its run directory is gone
             if held and not others and published in (None, directory):
                 runstate.remove(self.state_dir)  # under the lock: whoever waits for it starts afresh
-        server._log.info("stopped %s at %s and removed %s", server._product, url, directory)
+        log.info("stopped %s at %s and removed %s", server.product, url, directory)
 
-    def _register(self) -> None:
+    def register(self) -> None:
         clients = os.path.join(self.state_dir, CLIENTS)
         os.makedirs(clients, mode=0o700, exist_ok=True)
         with open(os.path.join(clients, str(os.getpid())), "w") as f:
             f.write(runstate.started(os.getpid()))
 
-    def _unregister(self) -> None:
+    def unregister(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(self.state_dir, CLIENTS, str(os.getpid())))
 
@@ -156,14 +156,13 @@ def _attach(server: ChildServer, share: Share, state: dict[str, Any]) -> bool:
     except OSError:
         return False
     share.pid, share.token = state["pid"], state["token"]
-    server._share, server._owner, server.version = share, os.getpid(), state["version"]
-    server.directory, server.port = state["directory"], state["port"]
+    server.adopt(share, directory=state["directory"], port=state["port"], version=state["version"])
     return True
 
 
 def _discard(state: dict[str, Any], server: ChildServer) -> None:
     """Stop what is left of a published server that died or stopped answering, so a fresh one replaces it."""
-    log.warning("the %s of run %r (pid %d, %s) is not answering; starting a new one", server._product,
+    log.warning("the %s of run %r (pid %d, %s) is not answering; starting a new one", server.product,
                 state["run"], state["pid"], state["directory"])
     runstate.kill(state["pid"], state["token"], signal.SIGQUIT)
     shutil.rmtree(state["directory"], ignore_errors=True)  # its watchdog sees that, and ends
@@ -173,7 +172,7 @@ class Shared(Generic[S]):
     """The process-wide server made by ``factory``, started on first use; atexit stops it.
 
     Thread-safe. A process forked from the owner gets the owner's server, and cannot stop it. In a parallel run
-    (:func:`~dbtestcase.workers.run_id`), the run's processes share one server: see :mod:`dbtestcase.runshare`.
+    (:func:`~dbtestcase.workers.run_id`), the run's processes share one server: see ``dbtestcase.servers._runshare``.
     """
 
     _instances: ClassVar[list[Shared[Any]]] = []
@@ -200,12 +199,12 @@ class Shared(Generic[S]):
         with self._lock:
             current = self.current
             # A forked child joins its parent's run itself, so that the server lives as long as the child.
-            if current is None or current.directory is None or (current._share and current._owner != os.getpid()):
+            if current is None or current.directory is None or (current.share and current.owner != os.getpid()):
                 run = run_id()
                 if run is None:
                     server = self.factory().start()
                 else:
-                    server = join(self.factory(), run, previous=current._share if current else None)
+                    server = join(self.factory(), run, previous=current.share if current else None)
                 atexit.register(server.stop)
                 self.current = current = server
             return current

@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError, NoSuchModuleError
 
-from .exceptions import ConnectionFailedError, DriverMissingError
-from .urls import mask
+from .._urls import mask
+from ..exceptions import ConnectionFailedError, DriverMissingError
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine

@@ -7,8 +7,8 @@ from typing import Any, Optional, Union
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
-from .exceptions import ConfigurationError
-from .urls import mask, same_database
+from .._urls import mask, same_database
+from ..exceptions import ConfigurationError
 
 Bindable = Union[scoped_session, sessionmaker]  # type: ignore[type-arg]
 

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from . import engine as _engine
-from .exceptions import ConfigurationError, ConnectionFailedError, DriverMissingError
-from .urls import mask
+from .._urls import mask
+from ..exceptions import ConnectionFailedError, DriverMissingError
+from . import _engine
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -93,56 +93,3 @@ class AsyncLink:
             loop.run_until_complete(loop.shutdown_asyncgens())
         finally:
             loop.close()
-
-
-class AsyncAccess:
-    """Mixed into TestDatabase: what a database set up on an async URL offers AsyncDatabaseTestCase."""
-
-    _link: AsyncLink | None
-
-    def _check_process(self) -> None:
-        """TestDatabase provides it: refuse a connection inherited through a fork."""
-        raise NotImplementedError
-
-    @property
-    def is_async(self) -> bool:
-        """True when set up on an async URL (asyncpg, psycopg async): use :attr:`async_connection` then.
-
-        .. versionadded:: 0.2
-        """
-        return self._link is not None
-
-    @property
-    def async_connection(self) -> AsyncConnection:
-        """The shared :class:`~sqlalchemy.ext.asyncio.AsyncConnection` of a database set up on an async URL.
-
-        It lives on :attr:`loop`; :attr:`connection` is its sync facade.
-
-        .. versionadded:: 0.2
-        """
-        self._check_process()
-        if self._link is None or self._link.connection is None:
-            raise ConfigurationError(
-                f"{self!r} has no async connection: set it up with an async URL such as "
-                "'postgresql+asyncpg://...' or 'postgresql+psycopg_async://...'."
-            )
-        return self._link.connection
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        """The event loop the async connection lives on (an asyncpg connection cannot change loops).
-
-        .. versionadded:: 0.2
-        """
-        if self._link is None:
-            raise ConfigurationError(f"{self!r} has no event loop: it is not set up on an async URL.")
-        return self._link.loop
-
-    async def run_sync(self, function: Callable[..., T], *args: Any) -> T:
-        """From a coroutine on :attr:`loop`: run the sync ``function(*args)``, which may use :attr:`connection`.
-
-        .. versionadded:: 0.2
-        """
-        if self._link is None:
-            return function(*args)
-        return await self._link.run_async(function, *args)

@@ -1,0 +1,40 @@
+"""What differs per dialect (PostgreSQL, MySQL/MariaDB, SQLite, others), behind one interface for the core.
+
+``_common``     the strategy of each dialect, the destructive guard, SQLSTATEs and lock waits
+``_ownership``  connections whose commit() and rollback() cannot end the outer transaction
+``_mysql``      MySQL/MariaDB: the implicit-commit guard and the InnoDB check
+"""
+
+from ._common import (
+    ALLOW_DESTRUCTIVE_ENV,
+    LOCK_NOT_AVAILABLE,
+    STRATEGIES,
+    Strategy,
+    check_destructive,
+    check_strategy,
+    is_test_database,
+    limit_lock_wait,
+    resolve_strategy,
+    sqlstate,
+)
+from ._mysql import check_transactional, guard_implicit_commits, is_mysql
+from ._ownership import own_transaction, prepare_engine, release_transaction
+
+__all__ = [
+    "ALLOW_DESTRUCTIVE_ENV",
+    "LOCK_NOT_AVAILABLE",
+    "STRATEGIES",
+    "Strategy",
+    "check_destructive",
+    "check_strategy",
+    "check_transactional",
+    "guard_implicit_commits",
+    "is_mysql",
+    "is_test_database",
+    "limit_lock_wait",
+    "own_transaction",
+    "prepare_engine",
+    "release_transaction",
+    "resolve_strategy",
+    "sqlstate",
+]

@@ -1,0 +1,159 @@
+"""What both throwaway servers need from the operating system: the run user, reachability, lock files, the run
+directory's place, the death signal and the watchdog script (stdlib only)."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import os
+import pwd
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+
+from ..exceptions import ServerStartError
+
+
+def run_as() -> tuple[int, int] | None:
+    """Return the (uid, gid) to run PostgreSQL as: nobody's when we are root (PostgreSQL refuses root)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        user = pwd.getpwnam("nobody")
+    except KeyError:
+        raise ServerStartError("PostgreSQL refuses to run as root and there is no 'nobody' user to run it as; "
+                               "run the tests as an ordinary user, or set DBTESTCASE_URL.") from None
+    return user.pw_uid, user.pw_gid
+
+
+def traversable(path: str, uid: int, gid: int) -> bool:
+    """Tell whether uid/gid may search every directory from / down to ``path``."""
+    path = os.path.realpath(path)
+    while True:
+        st = os.stat(path)
+        bit = stat.S_IXUSR if st.st_uid == uid else stat.S_IXGRP if st.st_gid == gid else stat.S_IXOTH
+        if not st.st_mode & bit:
+            return False
+        if os.path.dirname(path) == path:
+            return True
+        path = os.path.dirname(path)
+
+
+@contextlib.contextmanager
+def locked(path: str) -> Iterator[None]:
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released on close, also if we die
+        yield
+
+
+
+
+def tail(data: bytes, lines: int = 30) -> str:
+    """The last ``lines`` lines of a process's output, for error messages."""
+    return "\n".join(data.decode(errors="replace").rstrip().splitlines()[-lines:])
+
+
+MIN_SHM_FREE = 256 * 1024 * 1024
+#: False: rely on the watchdog alone (as a test does).
+PDEATHSIG = sys.platform.startswith("linux")  # False: rely on the watchdog alone (as a test does)
+
+# Runs in its own session, so a Ctrl-C to the terminal does not reach it. Its stdin is a pipe whose write
+# end only the owner holds: each line is the pid to stop if the owner dies (0: none); EOF: the owner is gone.
+WATCHDOG = r"""
+import os, shutil, signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGHUP, signal.SIG_IGN)
+pid = 0
+for line in sys.stdin.buffer:
+    pid = int(line)
+def alive():
+    try:
+        os.kill(pid, 0)
+        with open("/proc/%d/stat" % pid) as f:  # a zombie is dead: PID 1 may never reap it
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+for sig in (signal.SIGQUIT, signal.SIGKILL) if pid else ():
+    if alive():
+        try:
+            os.killpg(pid, sig)  # the server leads its own session: its children go too
+        except OSError:
+            pass
+    end = time.monotonic() + 5
+    while alive() and time.monotonic() < end:
+        time.sleep(0.01)
+shutil.rmtree(sys.argv[1], ignore_errors=True)
+"""
+
+
+def run_base(runas: tuple[int, int] | None) -> str:
+    """Return where run directories go: /dev/shm when it has room, else the temp dir."""
+    candidates = [tempfile.gettempdir(), "/tmp"]
+    with contextlib.suppress(OSError):
+        st = os.statvfs("/dev/shm")
+        if st.f_bavail * st.f_frsize >= MIN_SHM_FREE:
+            candidates.insert(0, "/dev/shm")
+    usable = [c for c in candidates if os.path.isdir(c) and (runas is None or traversable(c, *runas))]
+    return (usable or candidates)[0]
+
+
+def deathsig_hook(parent: int) -> Callable[[], None]:
+    """Return a preexec_fn asking for SIGQUIT when the parent thread dies (after the user switch clears it)."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def hook() -> None:
+        prctl(1, signal.SIGQUIT)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl
+            os.kill(os.getpid(), signal.SIGQUIT)
+    return hook
+
+
+
+
+def fill_from_template(data: str, template: str, make: Callable[[], None], *, cache_dir: str,
+                       runas: tuple[int, int] | None) -> None:
+    """Fill ``data`` from the cached ``template``; if there is none yet, ``make()`` fills ``data``, which then
+    becomes the template (published atomically, under a lock, so concurrent runs make it once)."""
+    if not os.path.isdir(template):
+        os.makedirs(cache_dir, exist_ok=True)
+        with locked(template + ".lock"):
+            if not os.path.isdir(template):
+                make()
+                tmp = tempfile.mkdtemp(prefix=".tmp-", dir=cache_dir)
+                shutil.copytree(data, tmp, symlinks=True, dirs_exist_ok=True)
+                os.rename(tmp, template)  # publish atomically
+                return
+    shutil.copytree(template, data, symlinks=True, copy_function=shutil.copyfile)
+    if runas:
+        for dirpath, _, files in os.walk(data):
+            os.chown(dirpath, *runas)
+            for name in files:
+                os.chown(os.path.join(dirpath, name), *runas, follow_symlinks=False)
+
+
+def wait_ready(ready: Callable[[], bool], proc: subprocess.Popen[bytes], name: str, timeout: float,
+               interval: float) -> str | None:
+    """Poll ``ready()`` until it holds; return what went wrong with the process ``name``, or None.
+
+    ``ready()`` may raise ServerStartError: the server never will be ready, and the message says why.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if ready():
+                return None
+        except ServerStartError as exc:
+            return str(exc)
+        if proc.poll() is not None:
+            return f"{name} exited with code {proc.returncode}"
+        if time.monotonic() > deadline:
+            return f"{name} was not ready after {timeout:g} s"
+        time.sleep(interval)
