@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat setup.py pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install test demo bench docs dist lint typecheck clean
+.PHONY: install test compat demo bench docs dist lint typecheck clean
 
 install: $(STAMP)
 
@@ -20,6 +20,12 @@ $(STAMP): setup.py pyproject.toml
 ## installed). Prints "N passed, N failed" last.
 test: install
 	$(BIN)/python tests/run_all.py
+
+## The functional tests at both ends of the supported range: Python 3.9 with SQLAlchemy 2.0, and
+## Python 3.13 with the newest SQLAlchemy, each in a virtual environment of its own (.venv-py39,
+## .venv-py313), against $DBTESTCASE_URL or a throwaway PostgreSQL.
+compat: install
+	cd tests && ../$(BIN)/python run_compat.py
 
 ## Run the example suite shipped in examples/ under unittest, nose2 and pytest.
 demo: install
@@ -57,4 +63,4 @@ typecheck: install
 	$(BIN)/mypy dbtestcase
 
 clean:
-	rm -rf $(VENV) $(VENV)-dist build dist docs/_build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(VENV)-dist $(VENV)-py39 $(VENV)-py313 build dist docs/_build *.egg-info .pytest_cache

@@ -45,6 +45,13 @@ def parse_url(url: UrlLike) -> URL:
         raise ConfigurationError(
             f"url must be a string or sqlalchemy.engine.URL (got {url!r} that is a {type(url)})."
         )
+    if parsed.host and "@" in parsed.host:
+        # SQLAlchemy splits at the first '@': the rest of the password would be taken for the host.
+        raise ConfigurationError(
+            f"the database URL {mask(parsed)!r} has an '@' in its host, which means an '@' in the password that is "
+            "not percent-encoded: write it as %40 (urllib.parse.quote_plus(password)), or build the URL with "
+            "sqlalchemy.engine.URL.create()."
+        )
     driver = _DEFAULT_DRIVERS.get(parsed.drivername)
     if parsed.drivername in ("mysql", "mariadb") and importlib.util.find_spec("MySQLdb") is None:
         driver = f"{parsed.drivername}+pymysql"  # mysqlclient where installed, else the [mysql] extra's PyMySQL
@@ -58,13 +65,22 @@ def configured_url(url: UrlLike | None = None) -> URL | None:
     return None if url is None else parse_url(url)
 
 
+# Query options that carry a secret (libpq's password and sslpassword, MySQL drivers' passwd).
+_SECRET_OPTIONS = ("password", "passwd", "pwd", "sslpassword")
+_MASKED = "dbtestcaseMASKED"
+
+
 def mask(url: UrlLike) -> str:
-    """``url`` as text with its password replaced by ``***``; never fails."""
-    if isinstance(url, URL):
-        return url.render_as_string(hide_password=True)
+    """``url`` as text with its password, and query options that hold one, replaced by ``***``; never fails."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = url if isinstance(url, URL) else make_url(url)
+        if parsed.host and "@" in parsed.host:  # an unencoded '@' in the password: its rest is in the host
+            parsed = parsed.set(host=parsed.host.rpartition("@")[2], password=parsed.password or "***")
+        secret = {key: _MASKED for key in parsed.query if key.lower() in _SECRET_OPTIONS}
+        text = (parsed.update_query_dict(secret) if secret else parsed).render_as_string(hide_password=True)
+        return text.replace(_MASKED, "***")  # set after rendering, which would percent-encode the stars
     except Exception:  # noqa: BLE001 - masking must never fail; hide anything between ':' and '@'
+        url = str(url)
         head, sep, tail = str(url).rpartition("@")
         if not sep:
             return str(url)

@@ -36,7 +36,20 @@ class NoDatabaseError(ConfigurationError, LookupError):
 
 
 class ConnectionFailedError(DbTestCaseError, ConnectionError):
-    """The database server did not answer or refused the login."""
+    """The database server did not answer or refused the login.
+
+    The message holds the driver's own first line; the driver's exception itself is
+    ``driver_error`` (not chained, so that its tracebacks do not bury the message).
+    """
+
+    #: The driver's exception (SQLAlchemy's DBAPIError, or an OSError from an async driver).
+    #:
+    #: .. versionadded:: 0.3
+    driver_error: BaseException | None = None
+
+    def __init__(self, message: str, driver_error: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.driver_error = driver_error
 
 
 class DriverMissingError(DbTestCaseError, ImportError):

@@ -1,17 +1,17 @@
-"""Old path of :mod:`dbtestcase.servers.mariadb` (the throwaway MariaDB server), kept for imports."""
+"""Old path of :mod:`dbtestcase.servers.mariadb` (the throwaway MariaDB server), kept for imports.
 
-from .servers.mariadb import *  # noqa: F403
-from .servers.mariadb import (  # noqa: F401 - the constants that used to live here
-    DATABASE,
-    ENV_CACHE_DIR,
-    ENV_MARIADB_BINDIR,
-    INSTALL_DB_NAMES,
-    INSTALL_OPTIONS,
-    READY_TIMEOUT,
-    SERVER_NAMES,
-    STOP_TIMEOUT,
-    SYSTEM_DIRS,
-    MariaDBServer,
-    find_mariadbd,
-    shared_mariadb_server,
-)
+It re-exports the names of 0.2's ``dbtestcase.mariadb_server``; patch constants (``SYSTEM_DIRS``...) where
+they are used, in :mod:`dbtestcase.servers.mariadb`.
+"""
+
+from .servers.mariadb import DATABASE as DATABASE
+from .servers.mariadb import ENV_CACHE_DIR as ENV_CACHE_DIR
+from .servers.mariadb import ENV_MARIADB_BINDIR, MariaDBServer, find_mariadbd, shared_mariadb_server
+from .servers.mariadb import INSTALL_DB_NAMES as INSTALL_DB_NAMES
+from .servers.mariadb import INSTALL_OPTIONS as INSTALL_OPTIONS
+from .servers.mariadb import READY_TIMEOUT as READY_TIMEOUT
+from .servers.mariadb import SERVER_NAMES as SERVER_NAMES
+from .servers.mariadb import STOP_TIMEOUT as STOP_TIMEOUT
+from .servers.mariadb import SYSTEM_DIRS as SYSTEM_DIRS
+
+__all__ = ["ENV_MARIADB_BINDIR", "MariaDBServer", "find_mariadbd", "shared_mariadb_server"]

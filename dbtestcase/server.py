@@ -1,17 +1,17 @@
-"""Old path of :mod:`dbtestcase.servers.postgresql` (the throwaway PostgreSQL server), kept for imports."""
+"""Old path of :mod:`dbtestcase.servers.postgresql` (the throwaway PostgreSQL server), kept for imports.
 
-from .servers.postgresql import *  # noqa: F403
-from .servers.postgresql import (  # noqa: F401 - the constants that used to live here
-    EMBEDDED_PACKAGES,
-    ENV_BINDIR,
-    ENV_CACHE_DIR,
-    INITDB_OPTIONS,
-    MIN_SHM_FREE,
-    READY_TIMEOUT,
-    STOP_TIMEOUT,
-    SYSTEM_BINDIRS,
-    PostgresServer,
-    embedded_bindir,
-    find_bindir,
-    shared_server,
-)
+It re-exports the names of 0.2's ``dbtestcase.server``; patch constants (``SYSTEM_BINDIRS``...) where they
+are used, in :mod:`dbtestcase.servers.binaries` and :mod:`dbtestcase.servers.postgresql`.
+"""
+
+from .servers.postgresql import EMBEDDED_PACKAGES as EMBEDDED_PACKAGES
+from .servers.postgresql import ENV_BINDIR as ENV_BINDIR
+from .servers.postgresql import ENV_CACHE_DIR as ENV_CACHE_DIR
+from .servers.postgresql import INITDB_OPTIONS as INITDB_OPTIONS
+from .servers.postgresql import MIN_SHM_FREE as MIN_SHM_FREE
+from .servers.postgresql import READY_TIMEOUT as READY_TIMEOUT
+from .servers.postgresql import STOP_TIMEOUT as STOP_TIMEOUT
+from .servers.postgresql import SYSTEM_BINDIRS as SYSTEM_BINDIRS
+from .servers.postgresql import PostgresServer, embedded_bindir, find_bindir, shared_server
+
+__all__ = ["PostgresServer", "embedded_bindir", "find_bindir", "shared_server"]

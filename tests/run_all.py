@@ -23,14 +23,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def run_pass(label: str, paths: list[str], env: dict[str, str]) -> tuple[int, int, int, int]:
-    """Run pytest on ``paths``; return (passed, failed, skipped, exit code)."""
+def run_pass(label: str, paths: list[str], env: dict[str, str], python: str = sys.executable) -> tuple[int, int, int, int]:
+    """Run pytest on ``paths`` with ``python``; return (passed, failed, skipped, exit code)."""
     print(f"\n=== {label} ===", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.xml"
         try:
             code = subprocess.call(
-                [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}", *paths],
+                [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}", *paths],
                 cwd=ROOT,
                 env=env,
                 timeout=PASS_TIMEOUT,

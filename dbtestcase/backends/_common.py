@@ -17,6 +17,7 @@ anything else      reset        the universal method assumes nothing about DDL
 from __future__ import annotations
 
 import os
+import re
 from typing import Literal
 
 from sqlalchemy.engine import URL, Connection, Engine
@@ -28,7 +29,7 @@ from ._mysql import is_mysql
 Strategy = Literal["auto", "savepoint", "reset"]
 STRATEGIES = ("auto", "savepoint", "reset")
 
-#: Set to 1 to let the reset strategy and drop_all work on a database whose name lacks "test".
+#: Set to 1 to let the reset strategy and drop_all work on a database whose name lacks the word "test".
 ALLOW_DESTRUCTIVE_ENV = "DBTESTCASE_ALLOW_DESTRUCTIVE"
 
 _TRANSACTIONAL_DDL = ("postgresql", "sqlite")
@@ -64,30 +65,38 @@ def resolve_strategy(strategy: str, engine: Engine) -> str:
     return strategy
 
 
-def is_test_database(url: URL) -> bool:
-    """SQLite in memory, or a database (SQLite: a file) whose name contains "test".
+#: The words that mark a database name as a test database's: ``test``, ``shop_test``, ``tests-2``, ``TestShop``.
+TEST_WORDS = ("test", "tests", "testing", "testdb")
+# The words of a name: runs of letters split at case changes (``TestShop``), digits and punctuation.
+_WORDS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
 
-    The throwaway servers' URLs name a database ``test``.
+
+def is_test_database(url: URL) -> bool:
+    """SQLite in memory, or a database (SQLite: a file) with one of :data:`TEST_WORDS` as a word of its name.
+
+    A word, not a substring: ``contest``, ``latest`` and ``protest_prod`` are not test databases. The
+    throwaway servers' URLs name a database ``test``.
     """
     database = url.database or ""
     if url.get_backend_name() == "sqlite":
         if database in ("", ":memory:") or database.startswith("file::memory:"):
             return True
         database = os.path.basename(database)
-    return "test" in database.lower()
+    return any(word.lower() in TEST_WORDS for word in _WORDS.findall(database))
 
 
 def check_destructive(url: URL, what: str, allow: bool) -> None:
     """Refuse ``what`` (which destroys tables) on a database that is not evidently a test database.
 
     Raises:
-        DestructiveActionError: the database name lacks "test" and no opt-in was given.
+        DestructiveActionError: no word of the database's name is "test" and no opt-in was given.
     """
     if allow or os.environ.get(ALLOW_DESTRUCTIVE_ENV, "").strip() == "1" or is_test_database(url):
         return
     raise DestructiveActionError(
         f"{what} drops tables, and the database {url.database!r} ({mask(url)}) does not look like a test "
-        f"database (its name lacks 'test'): point the URL at a test database, or opt in with "
+        f"database (no word of its name is test, tests, testing or testdb): point the URL at a test database, "
+        f"or opt in with "
         f"allow_destructive=True or {ALLOW_DESTRUCTIVE_ENV}=1."
     )
 

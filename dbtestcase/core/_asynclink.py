@@ -68,7 +68,7 @@ class AsyncLink:
             self.connection = self.loop.run_until_complete(self.engine.connect())
         except (DBAPIError, OSError, asyncio.TimeoutError) as exc:  # asyncpg's own, before SQLAlchemy wraps them
             # (asyncio.TimeoutError is an OSError only from Python 3.11)
-            raise ConnectionFailedError(_engine.explain(self.engine.url, exc)) from exc
+            raise ConnectionFailedError(_engine.explain(self.engine.url, exc), exc) from None
         return self.connection.sync_connection  # type: ignore[return-value]
 
     def run(self, function: Callable[..., T], *args: Any) -> T:

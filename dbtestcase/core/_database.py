@@ -102,18 +102,13 @@ class TestDatabase:
         backends.check_strategy(strategy)
         if base_data is not None and not callable(base_data):
             raise ConfigurationError(f"base_data must be a function taking a Connection (got {base_data!r}).")
-        self.metadata = metadata
-        self.strategy = strategy
-        self.allow_destructive = allow_destructive
-        self.base_data = base_data
+        self.metadata, self.strategy, self.allow_destructive, self.base_data = metadata, strategy, allow_destructive, base_data
         self._create = schema.migrations(alembic_config, metadata) if alembic_config else None
-        self.drop_tables = drop_tables
-        self.lock_timeout = float(lock_timeout)
+        self.drop_tables, self.lock_timeout, self.own_schema = drop_tables, float(lock_timeout), own_schema
         self._given_url = configured_url(url)  # parse early: a bad URL fails at construction
-        self._echo = echo
-        self._engine_options = dict(engine_options or {})
-        self.own_schema = own_schema
+        self._echo, self._engine_options = echo, dict(engine_options or {})
         self._outer: Outer | None = None  # the current setup's connection and what it built
+        self._last: Outer | None = None  # the previous setup's, whose schema_name and tables stay readable
         self._plan: Plan | None = None
         self._pid = 0  # the process that set it up: a forked child must not use that connection
 
@@ -150,17 +145,23 @@ class TestDatabase:
     @property
     def checks_constraints(self) -> bool:
         """Whether deferred constraints are checked at the end of every test (the schema has some)."""
-        return self._outer is not None and self._outer.checks_constraints
+        outer = self._outer or self._last
+        return outer is not None and outer.checks_constraints
 
     @property
     def preexisting_tables(self) -> list[Table]:
         """Tables of ``metadata`` that existed before setup(), used as they are and never created or dropped."""
-        return self._outer.preexisting_tables if self._outer is not None else []
+        outer = self._outer or self._last
+        return outer.preexisting_tables if outer is not None else []
 
     @property
     def schema_name(self) -> str | None:
-        """PostgreSQL: the schema of this database's own that holds its tables (see ``own_schema``), else None."""
-        return self._outer.schema_name if self._outer is not None else None
+        """On PostgreSQL, the schema of this database's own that holds its tables (see ``own_schema``), else None.
+
+        After :meth:`teardown`, the last setup's (the schema itself is gone with the outer transaction).
+        """
+        outer = self._outer or self._last
+        return outer.schema_name if outer is not None else None
 
     @property
     def _async_link(self) -> AsyncLink | None:
@@ -168,7 +169,7 @@ class TestDatabase:
 
     @property
     def is_async(self) -> bool:
-        """True when set up on an async URL (asyncpg, psycopg async): use :attr:`async_connection` then.
+        """Whether it is set up on an async URL (asyncpg, psycopg async); use :attr:`async_connection` then.
 
         .. versionadded:: 0.2
         """
@@ -280,7 +281,7 @@ class TestDatabase:
         outer, plan = self._outer, self._plan
         if outer is None or plan is None or self._inherited():
             return  # not set up, or set up by the parent of this forked process: not ours to end
-        self._outer = None
+        self._outer, self._last = None, outer
         resolve.live.discard(self)
         close(outer, plan)
         log.debug("tore down %r", self)

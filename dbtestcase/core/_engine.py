@@ -86,7 +86,8 @@ def connect(engine: Engine) -> Connection:
     try:
         return engine.connect()
     except DBAPIError as exc:
-        raise ConnectionFailedError(explain(engine.url, exc)) from exc
+        # The message carries the driver's own first line: the chain of DBAPI tracebacks would bury it.
+        raise ConnectionFailedError(explain(engine.url, exc), exc) from None
 
 
 def explain(url: URL, exc: BaseException) -> str:
@@ -102,13 +103,17 @@ def explain(url: URL, exc: BaseException) -> str:
     if any(word in lowered for word in refused) and "database" not in lowered.split("failed:")[-1]:
         fix = f"check the user name and password in the URL ({mask(url)})"
         what = f"the server at {where} refused the login of user {url.username!r}"
-    elif "does not exist" in lowered and "database" in lowered:
+    elif ("does not exist" in lowered and "database" in lowered) or "unknown database" in lowered:
         what = f"the database {url.database!r} does not exist on {where}"
-        fix = f"create it (createdb {url.database}) or name an existing database in the URL"
+        mysql = url.get_backend_name() in ("mysql", "mariadb")
+        create = f"CREATE DATABASE {url.database}" if mysql else f"createdb {url.database}"
+        fix = f"create it ({create}) or name an existing database in the URL"
     else:
         what = f"could not connect to {mask(url)}"
+        throwaway = "mysql://" if url.get_backend_name() in ("mysql", "mariadb") else "no url"
         fix = (
-            "is the server running and listening there? Or unset DBTESTCASE_URL and pass no "
-            "url, and dbtestcase starts a throwaway PostgreSQL"
+            "is the server running and listening there? Or unset DBTESTCASE_URL and pass "
+            f"{throwaway}, and dbtestcase starts a throwaway "
+            f"{'MariaDB' if throwaway == 'mysql://' else 'PostgreSQL'}"
         )
     return f"{what} ({detail}): {fix}."

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import types
 from typing import Any
 
 from sqlalchemy import MetaData
 
 from .._urls import UrlLike
+from ..exceptions import ConfigurationError
 from ._database import TestDatabase
 
 _active: list[TestDatabase] = []
@@ -26,6 +28,13 @@ def setup_module(metadata: MetaData, url: UrlLike | None = None, **options: Any)
     Returns:
         The active TestDatabase.
     """
+    if isinstance(metadata, types.ModuleType):
+        raise ConfigurationError(
+            f"dbtestcase.setup_module() was called with the module {metadata.__name__!r} instead of a MetaData: pytest "
+            "calls any function named setup_module in a test module as that module's setup, so 'from dbtestcase "
+            "import setup_module' there makes pytest call it. Write 'import dbtestcase' and call "
+            "dbtestcase.setup_module(Base.metadata) from setUpModule() instead."
+        )
     database = TestDatabase(metadata, url, **options).setup()
     _active.append(database)
     return database

@@ -15,6 +15,7 @@ from sqlalchemy.schema import DropConstraint, DropTable
 
 from ..backends import LOCK_NOT_AVAILABLE, check_destructive, limit_lock_wait, sqlstate
 from ..exceptions import ConfigurationError, LockTimeoutError
+from . import _engine
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def drop_all(
     close_all_sessions()
     if isinstance(bind, Engine):
         bind.dispose()
-        with bind.connect() as connection, connection.begin():
+        with _engine.connect(bind) as connection, connection.begin():
             drop_tables(connection, metadata, lock_timeout, tables)
         return
     if bind.in_transaction():
@@ -177,7 +178,7 @@ def reset_schema(
     drop, drops every reflected table, creates the tables of ``metadata``, runs ``base_data`` and
     commits. The caller checks that the database is a test database first.
     """
-    with engine.connect() as connection:
+    with _engine.connect(engine) as connection:
         reflected = MetaData()
         reflected.reflect(connection)
         connection.rollback()

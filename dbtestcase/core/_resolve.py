@@ -16,7 +16,7 @@ from . import _asynclink as asyncdb
 
 log = logging.getLogger(__name__)
 
-#: Every TestDatabase set up and not yet torn down (dbtestcase.database adds and discards them).
+#: Every TestDatabase set up and not yet torn down (``_database`` adds and discards them).
 live: weakref.WeakSet[Any] = weakref.WeakSet()
 
 

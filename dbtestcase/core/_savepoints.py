@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -41,6 +44,13 @@ class SavepointStack:
         self.checks_constraints = checks_constraints
         self._server_side_begin = server_side_begin  # the kit's own BEGIN: commit() cannot reach the server
         self._levels: list[str] = []
+        # Whether a statement ran since the last test ended: what ran between two tests (a tearDown that
+        # pytest --pdb defers past the test's end, a fixture) must not reach the next test.
+        self._touched = False
+        event.listen(connection, "before_cursor_execute", self._touch)
+
+    def _touch(self, *_: Any) -> None:
+        self._touched = True
 
     @property
     def levels(self) -> tuple[str, ...]:
@@ -60,11 +70,16 @@ class SavepointStack:
         return name
 
     def test_level(self) -> str:
-        """The level for the next test: the innermost one if it is a test level, else a new one."""
+        """The level for the next test: the innermost one if it is a test level, else a new one.
+
+        A reused level is clean: what ran on the connection since the last test ended is undone first.
+        """
         top = self.top
-        if top is not None and top.startswith(f"dbtestcase_{TEST}_"):
-            return top
-        return self.begin(TEST)
+        if top is None or not top.startswith(f"dbtestcase_{TEST}_"):
+            return self.begin(TEST)
+        if self._touched:
+            self._undo(top, None, check_constraints=False)
+        return top
 
     def rollback(self, name: str, *, check_constraints: bool = True) -> None:
         """Undo everything since SAVEPOINT ``name``, which stays set for the next test.
@@ -98,18 +113,25 @@ class SavepointStack:
     def end_test(self, name: str, session: Session | None = None) -> None:
         """Close ``session`` and undo everything since SAVEPOINT ``name``, which stays set.
 
-        Deferred constraints are checked first, while the test's rows are still there.
+        Deferred constraints are checked first, while the test's rows are still there; the test is
+        undone whatever the check finds.
 
         Raises:
             DeferredConstraintError: the test left a deferred constraint violated.
         """
+        try:
+            self._undo(name, session, check_constraints=True)
+        finally:
+            self._touched = False
+
+    def _undo(self, name: str, session: Session | None, *, check_constraints: bool) -> None:
         connection = self.connection
         if self._server_side_begin:
             # One round trip undoes the test, the session's savepoint included. SQLAlchemy's
             # view of the session's savepoint is then dropped with Connection.rollback(), which
             # in DBAPI autocommit mode sends nothing to the server (psycopg2).
             try:
-                self.rollback(name)
+                self.rollback(name, check_constraints=check_constraints)
             finally:
                 if connection.in_transaction():
                     connection.rollback()
@@ -131,19 +153,21 @@ class SavepointStack:
                 "tests) or lost with the tables. Use self.session.commit() (it stays inside the test's "
                 "savepoint) or connection.begin_nested(), or one of those drivers."
             )
-        checked = session is not None and session.in_transaction()
+        checked = check_constraints and session is not None and session.in_transaction()
         try:
             if checked:
                 self.check_constraints()
         finally:
-            if session is not None:
-                session.close()
-            while connection.in_nested_transaction():  # left open by the test
-                nested = connection.get_nested_transaction()
-                if nested is None:
-                    break
-                nested.rollback()
-        self.rollback(name, check_constraints=not checked)
+            try:
+                if session is not None:
+                    session.close()
+                while connection.in_nested_transaction():  # left open by the test
+                    nested = connection.get_nested_transaction()
+                    if nested is None:
+                        break
+                    nested.rollback()
+            finally:  # a violated constraint fails the test; its rows go all the same
+                self.rollback(name, check_constraints=check_constraints and not checked)
 
     def check_constraints(self) -> None:
         """Check deferred constraints now (``SET CONSTRAINTS ALL IMMEDIATE``) if the schema has any.

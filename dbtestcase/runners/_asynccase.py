@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import contextvars
 import importlib.util
+import inspect
 import sys
 import unittest
 from collections.abc import Awaitable, Coroutine, Iterator
@@ -15,7 +16,7 @@ from sqlalchemy import MetaData, func, select
 
 from ..core import CapturedQueries, TestDatabase
 from ..exceptions import ConfigurationError, NoDatabaseError
-from ._classes import ClassState, check_class, resolve_database
+from ._classes import ClassState, check_class, own_class_cleanups, resolve_database
 
 if TYPE_CHECKING:  # annotations only: importing dbtestcase needs neither greenlet nor an async driver
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -60,7 +61,9 @@ class AsyncDatabaseTestCase(unittest.IsolatedAsyncioTestCase):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        own_class_cleanups(cls)
         check_class(cls)
+        _refuse_sync_only(cls)
 
     # --- hooks --------------------------------------------------------------------------------
     def create_session(self, connection: AsyncConnection) -> AsyncSession:
@@ -106,11 +109,20 @@ class AsyncDatabaseTestCase(unittest.IsolatedAsyncioTestCase):
         if len(queries) != number:
             self.fail(f"{len(queries)} queries were run, {number} expected:\n{queries.describe()}")
 
-    async def assertRowCount(self, model: Any, number: int, msg: str | None = None) -> None:  # noqa: N802
+    def assertRowCount(self, model: Any, number: int, msg: str | None = None) -> Coroutine[Any, Any, None]:  # noqa: N802
         """Fail unless the table of ``model`` holds ``number`` rows now: ``await self.assertRowCount(...)``.
 
-        Pending objects of ``self.session`` are flushed first.
+        Pending objects of ``self.session`` are flushed first. A call that is never awaited would check
+        nothing, so it fails the test at its end, naming the fix.
+
+        .. versionchanged:: 0.3
+           A call left without ``await`` fails the test.
         """
+        coroutine = self._dbtc_row_count(model, number, msg)
+        self.__dict__.setdefault("_dbtc_assertions", []).append(coroutine)
+        return coroutine
+
+    async def _dbtc_row_count(self, model: Any, number: int, msg: str | None) -> None:
         table = getattr(model, "__table__", model)
         await self.session.flush()
         found = await self.session.scalar(select(func.count()).select_from(table))
@@ -175,6 +187,7 @@ class AsyncDatabaseTestCase(unittest.IsolatedAsyncioTestCase):
         asyncio.set_event_loop(database.loop)
         level = self._dbtc_await(database.run_sync(database.savepoints.test_level))
         self.addCleanup(self._dbtc_end, database, level)
+        self.addCleanup(self._dbtc_check_awaited)  # runs before the rollback: cleanups run last-in first-out
         self._dbtc_context.run(self.setUp)
         if _overrides(self, "asyncSetUp"):  # a task per call costs: skip the empty default
             self._dbtc_await(self.asyncSetUp())
@@ -189,6 +202,17 @@ class AsyncDatabaseTestCase(unittest.IsolatedAsyncioTestCase):
 
     def _callCleanup(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> None:  # noqa: N802
         self._dbtc_maybe_await(self._dbtc_context.run(function, *args, **kwargs))
+
+    def _dbtc_check_awaited(self) -> None:
+        """Fail the test if an assertion coroutine was never awaited (it checked nothing)."""
+        never = [c for c in self.__dict__.pop("_dbtc_assertions", []) if inspect.getcoroutinestate(c) == "CORO_CREATED"]
+        for coroutine in never:
+            coroutine.close()  # no "never awaited" RuntimeWarning on top of this failure
+        if never:
+            raise self.failureException(
+                f"{len(never)} call(s) of self.assertRowCount(...) in {self.id()} were never awaited, so they checked "
+                "nothing: write await self.assertRowCount(...)."
+            )
 
     async def _dbtc_end(self, database: TestDatabase, level: str) -> None:
         session = self.__dict__.pop("_dbtc_session", None)
@@ -222,6 +246,24 @@ class AsyncDatabaseTestCase(unittest.IsolatedAsyncioTestCase):
                 loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
         finally:
             asyncio.set_event_loop(None)
+
+
+def _refuse_sync_only(cls: type) -> None:
+    """Refuse what only DatabaseTestCase runs, rather than ignore it silently."""
+    name = cls.__qualname__
+    if "setUpTestData" in cls.__dict__:
+        raise ConfigurationError(
+            f"{name}.setUpTestData would never run: AsyncDatabaseTestCase does not run setUpTestData (a sync "
+            "classmethod with a sync Session); create the rows in asyncSetUp(), which runs inside each test's "
+            "savepoint, or make the class a dbtestcase.DatabaseTestCase."
+        )
+    for attribute, instead in (("reset_sequences", "compare rows by value rather than by id"),
+                               ("bind_sessions", "pass self.session to the code under test")):
+        if cls.__dict__.get(attribute):
+            raise ConfigurationError(
+                f"{name}.{attribute} is not supported by AsyncDatabaseTestCase yet, and would be ignored: remove it "
+                f"and {instead}, or make the class a dbtestcase.DatabaseTestCase."
+            )
 
 
 def _overrides(test: unittest.IsolatedAsyncioTestCase, name: str) -> bool:

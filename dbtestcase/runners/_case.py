@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import functools
 import unittest
 from collections.abc import Iterator
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 from sqlalchemy import MetaData, func, select
 from sqlalchemy.engine import Connection
@@ -15,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from ..core import CLASS, CapturedQueries, SequenceBaseline, SessionBinding, TestDatabase
 from ..exceptions import ConfigurationError, NoDatabaseError, NoTestRunningError
-from ._classes import ClassState, check_class, resolve_database
+from ._classes import ClassState, check_class, own_class_cleanups, resolve_database
 from ._testdata import run_test_data
 
 __unittest = True  # failure tracebacks start in the user's code
@@ -75,10 +74,8 @@ class DatabaseTestCase(unittest.TestCase):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        own_class_cleanups(cls)
         check_class(cls)
-        setup = cls.__dict__.get("setUp")
-        if setup is not None and not getattr(setup, "_dbtc_wraps", False):
-            cls.setUp = _begin_first(setup)  # type: ignore[method-assign]
 
     # --- hooks --------------------------------------------------------------------------------
     @classmethod
@@ -161,7 +158,13 @@ class DatabaseTestCase(unittest.TestCase):
             pass
 
     def setUp(self) -> None:
+        """Nothing to do: the test's savepoint is set before ``setUp`` runs, whoever defines it."""
+
+    def _callSetUp(self) -> None:  # noqa: N802 - unittest's hook, called by run() and debug() before setUp
+        # Here rather than in setUp: a mixin's setUp, one assigned later, or one that skips super() still
+        # runs inside the test's savepoint (Django's _setup_and_call begins around the whole test likewise).
         self._dbtc_begin()
+        super()._callSetUp()  # type: ignore[misc]
 
     def _dbtc_begin(self) -> None:
         """Make sure a test savepoint is set, and roll back to it after every cleanup."""
@@ -180,6 +183,7 @@ class DatabaseTestCase(unittest.TestCase):
             state.sequences.restore(database.connection)
 
     def _dbtc_end(self, database: TestDatabase, level: str) -> None:
+        self.__dict__.pop("_dbtc_begun", None)  # the same instance may run again (a rerun, TestCase.debug)
         database.savepoints.end_test(level, self.__dict__.pop("_dbtc_session", None))
 
     @classmethod
@@ -236,16 +240,3 @@ class DatabaseTestCase(unittest.TestCase):
                 database.teardown()
 
 
-def _begin_first(setup: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap a subclass's setUp so the test savepoint exists before it runs, super() or not."""
-
-    @functools.wraps(setup)
-    def setUp(self: DatabaseTestCase, *args: Any, **kwargs: Any) -> Any:
-        self._dbtc_begin()
-        return setup(self, *args, **kwargs)
-
-    setUp._dbtc_wraps = True  # type: ignore[attr-defined]
-    return setUp
-
-
-DatabaseTestCase.setUp._dbtc_wraps = True  # type: ignore[attr-defined]

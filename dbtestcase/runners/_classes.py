@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from sqlalchemy import MetaData
@@ -23,6 +24,16 @@ class ClassState:
         self.level: str | None = None
         self.sequences: SequenceBaseline | None = None
         self.closed = False
+
+
+def own_class_cleanups(cls: Any) -> None:
+    """Give ``cls`` a list of class cleanups of its own, as Python 3.10+ does.
+
+    Python 3.9's TestCase keeps one list for every class, so a class that runs while another one's class
+    runs (a suite run inside a test) would also run that other class's cleanups: its database teardown.
+    """
+    if sys.version_info < (3, 10) and "_class_cleanups" not in cls.__dict__:
+        cls._class_cleanups = []
 
 
 def check_class(cls: type) -> None:

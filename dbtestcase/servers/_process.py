@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..exceptions import ServerError, ServerStartError
 from . import _system
-from ._system import deathsig_hook, fill_from_template, run_base, tail, wait_ready
+from ._system import Watchdog, deathsig_hook, fill_from_template, prune_stale, run_base, tail, wait_ready
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # annotations only: no runtime dependency
@@ -38,6 +38,7 @@ __all__ = ["ChildServer"]
 ENV_CACHE_DIR = "DBTESTCASE_CACHE_DIR"
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
+STEP_TIMEOUT = 300.0  # seconds a setup step (initdb, mariadb-install-db) may take
 _let_go: list[subprocess.Popen[bytes]] = []  # children of shared servers others still use: no ResourceWarning
 
 
@@ -69,8 +70,7 @@ class ChildServer(abc.ABC):
         #: The pid of the process that started this server or attached to it: only it may stop it.
         self.owner = 0
         self._proc: subprocess.Popen[bytes] | None = None
-        self._watchdog: subprocess.Popen[bytes] | None = None
-        self._pipe: int | None = None
+        self._watchdog: Watchdog | None = None
         #: Set by run sharing when the processes of a parallel run share this server: it must then outlive us, its
         #: watchdog watches the run's processes instead of us, and stop() only stops it for the last of them.
         self.share: Share | None = None
@@ -193,32 +193,40 @@ class ChildServer(abc.ABC):
 
     def _start_watchdog(self) -> None:
         assert self.directory
-        read, self._pipe = os.pipe()  # close-on-exec: no other child inherits the write end
         cmd = self.share.watchdog(self.directory) if self.share else [sys.executable, "-I", "-S", "-c", _system.WATCHDOG,
                                                                         self.directory]
-        try:
-            self._watchdog = subprocess.Popen(cmd, stdin=read, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                              cwd="/", start_new_session=True)
-        finally:
-            os.close(read)
+        self._watchdog = Watchdog(cmd)
 
     def _tell(self, pid: int) -> None:
         """Tell the watchdog which process to stop if we die (0: none)."""
-        if self._pipe is not None:
-            with contextlib.suppress(OSError):
-                os.write(self._pipe, b"%d\n" % pid)
+        if self._watchdog is not None:
+            self._watchdog.tell(pid)
 
     def _run_step(self, cmd: list[str], stdin: bytes | None = None, **kwargs: Any) -> tuple[int, bytes]:
-        """Run a setup step to its end; return its exit code and output (stdout and stderr together)."""
+        """Run a setup step to its end; return its exit code and output (stdout and stderr together).
+
+        Raises:
+            ServerStartError: the step ran longer than :data:`STEP_TIMEOUT` (it is killed): every worker of
+                the run waits for the template it makes, so a hung step must not hang them all.
+        """
         proc = self._spawn(cmd, stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)
         self._tell(proc.pid)
-        output = proc.communicate(stdin)[0]
-        self._tell(0)
+        try:
+            output = proc.communicate(stdin, timeout=STEP_TIMEOUT)[0]
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signal.SIGKILL)  # our child, in a session of its own: its children go too
+            output = proc.communicate()[0]
+            raise ServerStartError(f"{os.path.basename(cmd[0])} did not finish within {STEP_TIMEOUT:g} s and was "
+                                   f"killed.\nCommand: {shlex.join(cmd)}\nOutput:\n{tail(output)}") from None
+        finally:
+            self._tell(0)
         return proc.returncode, output
 
     def _from_template(self, data: str, template: str, make: Callable[[], None]) -> None:
         """Fill ``data`` from the cached ``template``, which ``make()`` (filling ``data``) creates if need be."""
+        prune_stale(self.cache_dir)
         fill_from_template(data, template, make, cache_dir=self.cache_dir, runas=self._runas)
 
     def _launch(self, logfile: str, port_taken: bytes, log_name: str) -> None:
@@ -273,22 +281,15 @@ class ChildServer(abc.ABC):
         if self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
             self.directory = None
-        if self._pipe is not None:
-            os.close(self._pipe)  # EOF: the watchdog exits
-            self._pipe = None
         if self._watchdog is not None:
-            try:
-                self._watchdog.wait(5)
-            except subprocess.TimeoutExpired:
-                self._watchdog.kill()
-                self._watchdog.wait()
+            self._watchdog.close()  # the run directory is gone: it exits
             self._watchdog = None
 
     def release(self) -> None:
         """Let go of a shared server that other processes still use: it keeps running, and so does its watchdog."""
-        _let_go.extend(child for child in (self._proc, self._watchdog) if child is not None)
+        if self._proc is not None:
+            _let_go.append(self._proc)
+        if self._watchdog is not None:
+            self._watchdog.detach()  # a shared server's watchdog goes on watching the run's processes
         self._proc = self._watchdog = None
-        if self._pipe is not None:
-            os.close(self._pipe)  # EOF: a shared server's watchdog goes on watching the run's processes
-            self._pipe = None
         self.directory = self.port = None

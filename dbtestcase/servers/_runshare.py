@@ -36,9 +36,11 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, ClassVar, Generic, TypeVar
 
+from ..exceptions import ServerStartError
 from ..workers import run_id
 from . import _runstate as runstate
 from ._process import ChildServer
@@ -46,7 +48,10 @@ from ._runstate import CLIENTS, POLL
 
 S = TypeVar("S", bound=ChildServer)
 
-__all__ = ["POLL", "Share", "Shared", "join"]
+__all__ = ["ATTACH_TIMEOUT", "POLL", "Share", "Shared", "join"]
+
+#: Seconds a worker keeps trying to connect to its run's live server before it gives up (and leaves it running).
+ATTACH_TIMEOUT = 60.0
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +74,7 @@ def join(server: S, run: str, *, previous: Share | None = None) -> S:
         ServerStartError: this process had to start the server, and that failed.
     """
     server.prepare()  # the binary and version choose the state directory
-    if previous is not None and previous.run == run:
-        share = Share(previous.state_dir, run)
-    else:
-        key = f"{run}\0{type(server).__module__}.{type(server).__qualname__}\0{server.binary()}\0{server.version}"
-        share = Share(os.path.join(runstate.base(), "run-" + hashlib.sha256(key.encode()).hexdigest()[:16]), run)
+    share = Share(previous.state_dir, run) if previous is not None and previous.run == run else Share.of(server, run)
     with runstate.locked(share.state_dir, create=True):
         share.register()
         try:
@@ -105,6 +106,12 @@ def join(server: S, run: str, *, previous: Share | None = None) -> S:
 
 class Share:
     """A server's membership in a parallel run: where the run's state is, and the server's pid."""
+
+    @classmethod
+    def of(cls, server: ChildServer, run: str) -> Share:
+        """The membership of ``server`` (prepared) in ``run``: processes that agree on class, binary and version."""
+        key = f"{run}\0{type(server).__module__}.{type(server).__qualname__}\0{server.binary()}\0{server.version}"
+        return cls(os.path.join(runstate.base(), "run-" + hashlib.sha256(key.encode()).hexdigest()[:16]), run)
 
     def __init__(self, state_dir: str, run: str) -> None:
         self.state_dir = state_dir
@@ -148,21 +155,37 @@ class Share:
 
 
 def _attach(server: ChildServer, share: Share, state: dict[str, Any]) -> bool:
-    """Point ``server`` at the published one if it is alive and answers; tell whether it is."""
+    """Point ``server`` at the published one if it is alive; tell whether it is.
+
+    Raises:
+        ServerStartError: it is alive but accepted no connection for :data:`ATTACH_TIMEOUT` seconds (a loaded
+            machine): other workers may still use it, so it is left running rather than killed.
+    """
     if not (runstate.alive(state["pid"], state["token"]) and os.path.isdir(state["directory"])):
         return False
-    try:  # a connection the kernel accepts: no login, which a busy server (max_connections) might refuse
-        socket.create_connection(("127.0.0.1", state["port"]), timeout=5).close()
-    except OSError:
-        return False
+    deadline = time.monotonic() + ATTACH_TIMEOUT
+    while True:
+        try:  # a connection the kernel accepts: no login, which a busy server (max_connections) might refuse
+            socket.create_connection(("127.0.0.1", state["port"]), timeout=5).close()
+            break
+        except OSError as exc:
+            if not runstate.alive(state["pid"], state["token"]):
+                return False  # it died meanwhile: start a fresh one
+            if time.monotonic() > deadline:
+                raise ServerStartError(
+                    f"the {server.product} of run {state['run']!r} (pid {state['pid']}, port {state['port']}) is alive "
+                    f"but accepted no connection for {ATTACH_TIMEOUT:g} s ({exc}); it was left running, since other "
+                    "workers of the run may use it: retry on a less loaded machine, or stop that process."
+                ) from None
+            time.sleep(POLL)
     share.pid, share.token = state["pid"], state["token"]
     server.adopt(share, directory=state["directory"], port=state["port"], version=state["version"])
     return True
 
 
 def _discard(state: dict[str, Any], server: ChildServer) -> None:
-    """Stop what is left of a published server that died or stopped answering, so a fresh one replaces it."""
-    log.warning("the %s of run %r (pid %d, %s) is not answering; starting a new one", server.product,
+    """Stop what is left of a published server that died, so a fresh one replaces it."""
+    log.warning("the %s of run %r (pid %d, %s) is gone; starting a new one", server.product,
                 state["run"], state["pid"], state["directory"])
     runstate.kill(state["pid"], state["token"], signal.SIGQUIT)
     shutil.rmtree(state["directory"], ignore_errors=True)  # its watchdog sees that, and ends

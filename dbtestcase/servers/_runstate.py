@@ -1,4 +1,4 @@
-"""The state of a parallel run on disk, and the watchdog of its shared server (see runshare.py).
+"""The state of a parallel run on disk, and the watchdog of its shared server (see ``_runshare``).
 
 Standard library only, at the top and below: the watchdog runs this file as a script (``python -I -S``).
 
@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from typing import Any, Optional
 
 POLL = 0.25  # seconds between two looks of the watchdog at the run's processes
-STOP_TIMEOUT = 10.0  # as process.STOP_TIMEOUT: seconds a server gets to stop before SIGKILL
+STOP_TIMEOUT = 10.0  # as _process.STOP_TIMEOUT (this file also runs alone): seconds to stop before SIGKILL
 LOCK, STATE, CLIENTS = "lock", "server.json", "clients"
 
 
@@ -187,8 +187,13 @@ def alive(pid: int, token: str = "") -> bool:
 
 def kill(pid: int, token: str, first: int) -> None:
     """Stop the server ``pid`` if it is still the one started at ``token``: signal ``first``, then SIGKILL to its
-    session (it leads one), waiting for each up to :data:`STOP_TIMEOUT`."""
-    for sig, send in ((first, os.kill), (signal.SIGKILL, os.killpg)):
+    session (it leads one), waiting for each up to :data:`STOP_TIMEOUT`.
+
+    Without a token (no /proc: macOS), the pid may have been reused by an unrelated process since: it gets
+    ``first`` alone, never a SIGKILL of a whole process group.
+    """
+    steps = ((first, os.kill), (signal.SIGKILL, os.killpg)) if token else ((first, os.kill),)
+    for sig, send in steps:
         if not alive(pid, token):
             return
         with contextlib.suppress(OSError):

@@ -122,8 +122,9 @@ def fill_from_template(data: str, template: str, make: Callable[[], None], *, ca
                        runas: tuple[int, int] | None) -> None:
     """Fill ``data`` from the cached ``template``; if there is none yet, ``make()`` fills ``data``, which then
     becomes the template (published atomically, under a lock, so concurrent runs make it once)."""
+    os.makedirs(cache_dir, exist_ok=True)
+    touch(template + ".lock")  # its last use, for prune_stale
     if not os.path.isdir(template):
-        os.makedirs(cache_dir, exist_ok=True)
         with locked(template + ".lock"):
             if not os.path.isdir(template):
                 make()
@@ -157,3 +158,97 @@ def wait_ready(ready: Callable[[], bool], proc: subprocess.Popen[bytes], name: s
         if time.monotonic() > deadline:
             return f"{name} was not ready after {timeout:g} s"
         time.sleep(interval)
+
+
+#: Days a cached template or binaries copy may go unused before :func:`prune_stale` removes it.
+STALE_DAYS = 30.0
+_HOUR = 3600.0
+
+
+def touch(path: str) -> None:
+    """Create ``path`` or set its modification time to now: the last use of what it locks."""
+    with open(path, "a"):
+        os.utime(path)
+
+
+def prune_stale(directory: str, *, max_age_days: float = STALE_DAYS) -> list[str]:
+    """Remove from ``directory`` what killed runs left and what no run used for ``max_age_days``; return it.
+
+    ``.tmp-*`` folders older than an hour are half-made templates or copies (a build killed before it
+    published); an entry ``X`` with a lock file ``X.lock`` untouched for ``max_age_days`` is removed under
+    that lock, taken without waiting, so an entry in use is never touched.
+    """
+    removed: list[str] = []
+    now = time.time()
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return removed
+    for name in names:
+        path = os.path.join(directory, name)
+        with contextlib.suppress(OSError):
+            age = now - os.lstat(path).st_mtime
+            if name.startswith(".tmp-") and age > _HOUR:
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+            elif name.endswith(".lock") and age > max_age_days * 86400:
+                entry = path[: -len(".lock")]
+                with open(path) as lock:
+                    try:
+                        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        continue  # in use right now
+                    if now - os.stat(path).st_mtime > max_age_days * 86400:  # not touched meanwhile
+                        shutil.rmtree(entry, ignore_errors=True)
+                        os.unlink(path)
+                        removed.append(entry)
+    return removed
+
+
+class Watchdog:
+    """A watchdog process, told through a pipe which pid to stop if we die (EOF: we are gone).
+
+    The write end of the pipe is close-on-exec, so no other child inherits it: only our death, or
+    :meth:`close` / :meth:`detach`, gives the watchdog its EOF.
+    """
+
+    _detached: list[subprocess.Popen[bytes]] = []  # kept referenced: no ResourceWarning for a running child
+
+    def __init__(self, cmd: list[str]) -> None:
+        read, self._pipe = os.pipe()
+        try:
+            self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
+                cmd, stdin=read, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/", start_new_session=True)
+        except BaseException:
+            os.close(self._pipe)
+            raise
+        finally:
+            os.close(read)
+
+    def tell(self, pid: int) -> None:
+        """The process to stop if we die (0: none)."""
+        with contextlib.suppress(OSError):
+            os.write(self._pipe, b"%d\n" % pid)
+
+    def close(self) -> None:
+        """EOF to the watchdog, then wait for it to end (killing it after 5 s)."""
+        self._eof()
+        if self._proc is not None:
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None
+
+    def detach(self) -> None:
+        """EOF to the watchdog, which goes on (a shared server's watches the run's processes)."""
+        self._eof()
+        if self._proc is not None:
+            self._detached.append(self._proc)
+            self._proc = None
+
+    def _eof(self) -> None:
+        if self._pipe >= 0:
+            os.close(self._pipe)
+            self._pipe = -1

@@ -16,7 +16,7 @@ import tempfile
 
 from ..exceptions import ServerNotFoundError, ServerStartError
 from . import _runstate as runstate
-from ._system import locked, traversable
+from ._system import locked, prune_stale, touch, traversable
 
 __all__ = ["EMBEDDED_PACKAGES", "ENV_BINDIR", "SYSTEM_BINDIRS", "embedded_bindir", "find_bindir"]
 
@@ -115,6 +115,8 @@ def usable_bindir(bindir: str, runas: tuple[int, int] | None) -> str:
     # The same binaries may come laid out two ways (a plain install, a wheel with its .libs): a copy per layout.
     ident = [(s.st_size, s.st_mtime_ns) for s in (os.stat(os.path.join(root, name, n)) for n in ("initdb", "postgres"))]
     dest = os.path.join(base, "pg-" + hashlib.sha256(repr((ident, copied)).encode()).hexdigest()[:16])
+    prune_stale(base)
+    touch(dest + ".lock")  # its last use, for prune_stale
     with locked(dest + ".lock"):
         if not os.path.isdir(dest):
             log.info("copying PostgreSQL from %s to %s, where uid %d can run it", anchor, dest, runas[0])

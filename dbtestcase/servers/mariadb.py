@@ -19,7 +19,10 @@ import subprocess
 from typing import ClassVar
 
 from ..exceptions import ServerNotFoundError, ServerStartError
-from ._process import ENV_CACHE_DIR, READY_TIMEOUT, STOP_TIMEOUT, ChildServer  # noqa: F401 - as before
+from ._process import ENV_CACHE_DIR as ENV_CACHE_DIR  # re-exported (the "as" form), as in 0.2
+from ._process import READY_TIMEOUT as READY_TIMEOUT
+from ._process import STOP_TIMEOUT as STOP_TIMEOUT
+from ._process import ChildServer
 from ._runshare import Shared
 from ._system import run_as, tail, traversable
 

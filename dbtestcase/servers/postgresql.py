@@ -12,13 +12,19 @@ from collections.abc import Mapping
 from typing import ClassVar
 
 from ..exceptions import ServerStartError
-from ._process import ENV_CACHE_DIR, READY_TIMEOUT, STOP_TIMEOUT, ChildServer  # noqa: F401 - re-exported, as before
+
+# Re-exported (the "as" form), as the constants of 0.2's dbtestcase.server.
+from ._process import ENV_CACHE_DIR as ENV_CACHE_DIR
+from ._process import READY_TIMEOUT as READY_TIMEOUT
+from ._process import STOP_TIMEOUT as STOP_TIMEOUT
+from ._process import ChildServer
 from ._runshare import Shared
-from ._system import MIN_SHM_FREE, run_as, tail  # noqa: F401 - MIN_SHM_FREE re-exported, as before
+from ._system import MIN_SHM_FREE as MIN_SHM_FREE
+from ._system import run_as, tail
+from .binaries import EMBEDDED_PACKAGES as EMBEDDED_PACKAGES
+from .binaries import ENV_BINDIR as ENV_BINDIR
+from .binaries import SYSTEM_BINDIRS as SYSTEM_BINDIRS
 from .binaries import (
-    EMBEDDED_PACKAGES,  # noqa: F401 - re-exported, as the constants used to live here
-    ENV_BINDIR,  # noqa: F401
-    SYSTEM_BINDIRS,  # noqa: F401
     embedded_bindir,
     find_bindir,
     usable_bindir,
@@ -38,7 +44,7 @@ class PostgresServer(ChildServer):
     As root it runs as ``nobody``. Its data directory is a copy of a cached initdb template.
 
     Args:
-        bindir: the directory of ``initdb`` and ``postgres``; None: :func:`find_bindir`.
+        bindir: the directory of ``initdb`` and ``postgres``; None: :func:`~dbtestcase.servers.binaries.find_bindir`.
         cache_dir: where initdb templates are kept; default ``$DBTESTCASE_CACHE_DIR``, else
             ``$XDG_CACHE_HOME/dbtestcase`` or ``~/.cache/dbtestcase``.
     """

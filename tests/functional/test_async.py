@@ -31,7 +31,8 @@ def async_url(driver: str) -> str:
 
 
 def make_database(driver: str) -> dbtestcase.TestDatabase | None:
-    return dbtestcase.TestDatabase(Base.metadata, async_url(driver)) if ON_POSTGRES else None
+    # The driver alone: the suite's server, resolved at setup, so that importing this module starts no server.
+    return dbtestcase.TestDatabase(Base.metadata, f"postgresql+{driver}://") if ON_POSTGRES else None
 
 
 class _Behaviour:
@@ -183,6 +184,40 @@ class Misuse(unittest.TestCase):
         self.assertIn("is an AsyncDatabaseTestCase, but its database", result.errors[0][1])
         self.assertIn("url='postgresql+asyncpg://...'", result.errors[0][1])
         self.assertFalse(Async.database.is_set_up)
+
+    def test_an_assertion_left_without_await_fails_the_test(self) -> None:
+        """assertRowCount without await would check nothing: the test fails, naming the fix."""
+        with dbtestcase.TestDatabase(Base.metadata, async_url("asyncpg")) as database:
+
+            class Case(dbtestcase.AsyncDatabaseTestCase):
+                async def test_forgets_await(self) -> None:
+                    self.assertRowCount(Author, 99)  # no await: would pass silently
+
+                async def test_awaits(self) -> None:
+                    await self.assertRowCount(Author, 0)
+
+            Case.database = database
+            result = run_tests(Case)
+        self.assertEqual((result.testsRun, len(result.errors)), (2, 0), result.errors)
+        self.assertEqual(len(result.failures), 1, result.failures)
+        self.assertIn("test_forgets_await", result.failures[0][0].id())
+        self.assertIn("1 call(s) of self.assertRowCount(...)", result.failures[0][1])
+        self.assertIn("write await self.assertRowCount(...)", result.failures[0][1])
+
+    def test_sync_only_hooks_are_refused(self) -> None:
+        """setUpTestData, reset_sequences and bind_sessions would be ignored: the class is refused, naming them."""
+        from sqlalchemy.orm import sessionmaker
+
+        cases = {
+            "setUpTestData": {"setUpTestData": classmethod(lambda cls: None)},
+            "reset_sequences": {"reset_sequences": True},
+            "bind_sessions": {"bind_sessions": [sessionmaker()]},
+        }
+        for attribute, body in cases.items():
+            with self.subTest(attribute=attribute), self.assertRaises(dbtestcase.ConfigurationError) as caught:
+                type("Case", (dbtestcase.AsyncDatabaseTestCase,), body)
+            self.assertIn(f"Case.{attribute}", str(caught.exception))
+            self.assertIn("DatabaseTestCase", str(caught.exception))
 
     def run_committing_case(self, driver: str) -> tuple[unittest.TestResult, str]:
         """Run a test that commits self.connection itself, then one that checks it left nothing."""

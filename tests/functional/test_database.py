@@ -36,10 +36,12 @@ class Lifecycle(unittest.TestCase):
         connection = database.connection
         database.setup()
         self.assertIs(database.connection, connection)
+        schema = database.schema_name
         database.teardown()
         database.teardown()
         with self.assertRaisesRegex(ConfigurationError, "is not set up"):
             database.engine
+        self.assertEqual(database.schema_name, schema, "the last setup's schema name stays readable, as in 0.2")
 
     @skip_unless("postgresql", why="SQLite lets one connection write at a time, and a MySQL/MariaDB reset drops every table")
     def test_several_at_once(self) -> None:

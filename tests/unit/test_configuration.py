@@ -91,10 +91,23 @@ class Guard(unittest.TestCase):
         self.assertEqual(
             str(caught.exception),
             "drop_all drops tables, and the database 'shop' (postgresql+psycopg2://ann:***@h/shop) does not look "
-            "like a test database (its name lacks 'test'): point the URL at a test database, or opt in with "
-            "allow_destructive=True or DBTESTCASE_ALLOW_DESTRUCTIVE=1.",
+            "like a test database (no word of its name is test, tests, testing or testdb): point the URL at a test "
+            "database, or opt in with allow_destructive=True or DBTESTCASE_ALLOW_DESTRUCTIVE=1.",
         )
         self.assertIsInstance(caught.exception, PermissionError)
+
+    def test_test_must_be_a_word_of_the_name(self) -> None:
+        """'test' counts as a word of the name, not as a substring: contest, latest and protest_prod are refused."""
+        for name in ("test", "test_shop", "shop_test", "SHOP-TESTS", "shop_testing_2", "TestShop", "shopTest", "testdb",
+                     "test1", "shop.test"):
+            self.assertTrue(backends.is_test_database(parse_url(f"postgresql://u@h/{name}")), name)
+        for name in ("contest", "latest", "fastest", "protest_prod", "attestation", "shop", "testimony", "pytest"):
+            self.assertFalse(backends.is_test_database(parse_url(f"postgresql://u@h/{name}")), name)
+        self.assertFalse(backends.is_test_database(parse_url("sqlite:////srv/tests/latest.db")), "the folder does not count")
+        self.assertTrue(backends.is_test_database(parse_url("sqlite:////srv/app/app_test.db")))
+        with mock.patch.dict(os.environ, {backends.ALLOW_DESTRUCTIVE_ENV: ""}), \
+                self.assertRaises(dbtestcase.DestructiveActionError):
+            backends.check_destructive(parse_url("mysql+pymysql://root@h/contest"), "strategy='reset'", False)
 
     def test_opt_ins(self) -> None:
         """A test name, the argument, the environment variable or a throwaway server each allow it."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import os
 import subprocess
 import sys
 import unittest
@@ -88,7 +89,7 @@ class Layout(unittest.TestCase):
         self.assertEqual(missing, [])
 
     def test_no_private_attribute_of_another_object(self) -> None:
-        """No ``obj._name`` but on self or cls: other objects are driven through their public methods."""
+        """No ``obj._name`` but on self, cls or super(): other objects are driven through their public methods."""
         problems = []
         for path in modules().values():
             for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -96,6 +97,8 @@ class Layout(unittest.TestCase):
                     owner = node.value
                     if isinstance(owner, ast.Name) and owner.id in ("self", "cls"):
                         continue
+                    if isinstance(owner, ast.Call) and isinstance(owner.func, ast.Name) and owner.func.id == "super":
+                        continue  # a subclass extending its base class's hook
                     if node.attr.startswith("_dbtc_"):  # the kit's marks on a test class and its functions
                         continue
                     problems.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} uses .{node.attr}")
@@ -153,3 +156,45 @@ class Layout(unittest.TestCase):
                 " 'dbtestcase.servers.mariadb') if m in sys.modules))")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         self.assertEqual(out.stdout.strip(), "[]")
+
+
+class Collection(unittest.TestCase):
+    def test_collecting_the_suite_starts_no_server(self) -> None:
+        """pytest --collect-only on the whole suite, with no URL: no throwaway server is started."""
+        env = {k: v for k, v in os.environ.items() if k not in ("DBTESTCASE_URL", "DBTESTCASE_RUN_ID")}
+        code = ("import sys, pytest\n"
+                "from dbtestcase.servers import postgresql, mariadb\n"
+                "status = pytest.main(['-q', '--collect-only', '-p', 'no:cacheprovider', 'tests'])\n"
+                "started = [m.__name__ for m in (postgresql, mariadb) if m._shared.current is not None]\n"
+                "print('STARTED', started)\n"
+                "sys.exit(status)\n")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PACKAGE.parent, env=env,
+                              timeout=300)
+        self.assertEqual(done.returncode, 0, done.stdout[-2000:] + done.stderr[-2000:])
+        self.assertTrue("STARTED []" in done.stdout, done.stdout[-300:])
+
+
+class PytestPlugin(unittest.TestCase):
+    def test_a_suite_that_does_not_use_the_kit_pays_nothing(self) -> None:
+        """With the plugin loaded (the pytest11 entry point), an unrelated suite imports no SQLAlchemy or driver."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            Path(tmp, "test_plain.py").write_text(
+                "import sys\n\n"
+                "def test_plain(pytestconfig):\n"
+                "    assert pytestconfig.pluginmanager.has_plugin('dbtestcase')\n"
+                "    loaded = [m for m in ('sqlalchemy', 'psycopg2', 'pymysql', 'nose2') if m in sys.modules]\n"
+                "    assert loaded == [], loaded\n"
+            )
+            done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_plain.py"],
+                                  capture_output=True, text=True, cwd=tmp, timeout=120)
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+
+    def test_an_xdist_worker_is_named_without_the_plugin(self) -> None:
+        """import dbtestcase in an xdist worker maps its identity, also with PYTEST_DISABLE_PLUGIN_AUTOLOAD=1."""
+        env = {**os.environ, "PYTEST_XDIST_WORKER": "gw7", "PYTEST_XDIST_TESTRUNUID": "run-abc", "DBTESTCASE_WORKER": "",
+               "DBTESTCASE_RUN_ID": "", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+        code = "import dbtestcase, dbtestcase.workers as w; print(w.worker_id(), w.run_id())"
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+        self.assertEqual(done.stdout.split(), ["gw7", "run-abc"])

@@ -119,6 +119,25 @@ class ThrowawayChoice(unittest.TestCase):
         self.assertNotIn("s3cret", message)
 
 
+class Secrets(unittest.TestCase):
+    def test_password_options_in_the_query_are_masked(self) -> None:
+        """libpq's ?password= and sslpassword=, and MySQL drivers' passwd=, never show."""
+        shown = mask("postgresql://ann@h/db?password=s3cret&sslpassword=k3y&sslmode=require")
+        self.assertEqual(shown, "postgresql://ann@h/db?password=***&sslmode=require&sslpassword=***")
+        self.assertEqual(mask(parse_url("mysql+pymysql://ann@h/db?passwd=s3cret")), "mysql+pymysql://ann@h/db?passwd=***")
+
+    def test_an_unencoded_at_sign_in_the_password_is_refused_without_showing_it(self) -> None:
+        """'p@ss' unencoded: SQLAlchemy would take 'ss@host' for the host; the error shows no part of it."""
+        with self.assertRaises(ConfigurationError) as caught:
+            parse_url("postgresql://ann:p@ss@db.example:5432/shop")
+        message = str(caught.exception)
+        self.assertIn("write it as %40", message)
+        self.assertNotIn("ss@", message)
+        self.assertIn("postgresql://ann:***@db.example:5432/shop", message)
+        self.assertNotIn("p@ss", mask("postgresql://ann:p@ss@db.example/shop"))
+        self.assertNotIn("ss@", mask("postgresql://ann:p@ss@db.example/shop"))
+
+
 class Workers(unittest.TestCase):
     def test_worker_names_fit_in_identifiers(self) -> None:
         """Worker names are lowercased and reduced to letters, digits and _, as schema and database names need."""
