@@ -1,16 +1,18 @@
 """Driver ownership: connections whose commit() and rollback() cannot end the outer transaction.
 
-psycopg2 and asyncpg ignore both in DBAPI autocommit mode; pysqlite, PyMySQL and mysqlclient get a
-subclass of their connection class, made through SQLAlchemy's documented ``do_connect`` event, whose
-``commit()`` and ``rollback()`` do nothing while the kit owns the transaction. SQLite also gets
-SQLAlchemy's documented pysqlite workaround (transaction control handed back to SQLAlchemy).
+psycopg2, psycopg 3, pysqlite, PyMySQL and mysqlclient get a subclass of their connection class, made
+through SQLAlchemy's documented ``do_connect`` event, whose ``commit()`` and ``rollback()`` do nothing
+while the kit owns the transaction: the driver then stays in a real transaction (server-side cursors
+work, the isolation level is the server's) that only the kit ends. asyncpg ignores both in DBAPI
+autocommit mode. SQLite also gets SQLAlchemy's documented pysqlite workaround (transaction control
+handed back to SQLAlchemy).
 """
 
 from __future__ import annotations
 
 import importlib
 import sqlite3
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
@@ -36,7 +38,10 @@ class _Owned:
 
 # Drivers whose connection class can be subclassed: (module, class name).
 _OWNABLE = {"pysqlite": ("sqlite3", "Connection"), "pymysql": ("pymysql.connections", "Connection"),
-            "mysqldb": ("MySQLdb.connections", "Connection")}
+            "mysqldb": ("MySQLdb.connections", "Connection"), "psycopg2": ("psycopg2.extensions", "connection"),
+            "psycopg": ("psycopg", "Connection")}
+# The connect() keyword through which a driver takes a connection class of the user's: leave that one alone.
+_FACTORY_KEYWORD = {"pysqlite": "factory", "psycopg2": "connection_factory"}
 _owned_classes: dict[str, type] = {}
 
 
@@ -54,8 +59,8 @@ def prepare_engine(engine: Engine) -> None:
     """Make the engine fit for tests in savepoints.
 
     The connections are made from a subclass of the driver's connection class whose commit()
-    and rollback() can be switched off (pysqlite, PyMySQL, mysqlclient; psycopg2 needs none: it
-    ignores them in autocommit mode), through SQLAlchemy's documented ``do_connect`` event.
+    and rollback() can be switched off (psycopg2, psycopg 3, pysqlite, PyMySQL, mysqlclient),
+    through SQLAlchemy's documented ``do_connect`` event.
     SQLite: pysqlite begins and commits on its own and mishandles SAVEPOINT; SQLAlchemy's
     documented workaround hands transaction control back (``isolation_level = None`` and an
     explicit ``BEGIN``). Foreign keys are switched on, as a production database enforces them.
@@ -66,10 +71,15 @@ def prepare_engine(engine: Engine) -> None:
 
         @event.listens_for(engine, "do_connect")
         def _connect_owned(dialect: Any, record: Any, cargs: tuple[Any, ...], cparams: dict[str, Any]) -> Any:
+            keyword = _FACTORY_KEYWORD.get(driver)
+            if keyword in cparams:
+                return None  # the user's own connection class: leave it alone
             if driver == "pysqlite":
-                if "factory" in cparams:
-                    return None  # the user's own connection class: leave it alone
                 return sqlite3.connect(*cargs, factory=owned, **cparams)
+            if driver == "psycopg2":
+                return dialect.loaded_dbapi.connect(*cargs, connection_factory=owned, **cparams)
+            if driver == "psycopg":
+                return cast(Any, owned).connect(*cargs, **cparams)  # psycopg 3's classmethod returns the subclass
             return owned(*cargs, **cparams)
 
     if engine.dialect.name != "sqlite" or driver != "pysqlite":
@@ -89,25 +99,30 @@ def prepare_engine(engine: Engine) -> None:
 
 
 # Drivers whose commit() and rollback() send nothing in DBAPI autocommit mode, whatever the server holds.
-_AUTOCOMMIT_IGNORES_COMMIT = ("psycopg2", "asyncpg")
+_AUTOCOMMIT_IGNORES_COMMIT = ("asyncpg",)
+# Drivers that begin a transaction themselves before the next statement (not in autocommit mode): an
+# explicit BEGIN would be a second one, which the server warns about.
+_IMPLICIT_BEGIN = ("psycopg2", "psycopg")
 
 
 def own_transaction(connection: Connection) -> bool:
     """Take the outer transaction out of SQLAlchemy's and the driver's hands, where that is possible.
 
-    psycopg2 and SQLAlchemy's asyncpg adapter in autocommit mode, and the owned connection classes
-    of :func:`prepare_engine`, ignore ``commit()`` and ``rollback()``; dbtestcase then sends BEGIN
-    and ROLLBACK itself. Returns False for other drivers (psycopg 3 commits whatever the server
-    holds open), whose outer transaction stays SQLAlchemy's.
+    The owned connection classes of :func:`prepare_engine`, and SQLAlchemy's asyncpg adapter in
+    autocommit mode, ignore ``commit()`` and ``rollback()``; dbtestcase then begins (where the driver
+    does not) and ends the transaction itself. Returns False for other drivers (pg8000, psycopg's async
+    driver, a connection class of the user's), whose outer transaction stays SQLAlchemy's.
     """
     dbapi_connection = connection.connection.dbapi_connection
-    if connection.dialect.driver in _AUTOCOMMIT_IGNORES_COMMIT:
+    driver = connection.dialect.driver
+    if driver in _AUTOCOMMIT_IGNORES_COMMIT:
         connection.execution_options(isolation_level="AUTOCOMMIT")
     elif isinstance(dbapi_connection, _Owned):
         dbapi_connection.owned = True
     else:
         return False
-    connection.exec_driver_sql("BEGIN")
+    if not (isinstance(dbapi_connection, _Owned) and driver in _IMPLICIT_BEGIN):
+        connection.exec_driver_sql("BEGIN")
     return True
 
 

@@ -16,7 +16,7 @@ from . import _engine
 from . import _namespaces as namespaces
 from . import _schema as schema
 from ._reset import drop_all, reset_schema
-from ._savepoints import SavepointStack
+from ._savepoints import PLAIN, SavepointStack
 
 
 @dataclass(frozen=True)
@@ -167,7 +167,7 @@ def _close(outer: Outer, plan: Plan) -> None:
     connection, engine = outer.connection, outer.engine
     try:
         if outer.server_side_begin:
-            connection.exec_driver_sql("ROLLBACK")
+            connection.exec_driver_sql("ROLLBACK", execution_options=PLAIN)
             backends.release_transaction(connection)
     finally:
         connection.close()  # rolls back SQLAlchemy's own transaction, if that is the outer one

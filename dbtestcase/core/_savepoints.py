@@ -14,6 +14,8 @@ from ..exceptions import DbTestCaseError, DeferredConstraintError
 
 __unittest = True  # DeferredConstraintError tracebacks start in the test, not here
 
+_MISSING = object()
+
 # PostgreSQL drivers that run two statements sent as one string and report an error in the first: one
 # round trip instead of two (psycopg 3 does not report it; asyncpg refuses two).
 _MULTI_STATEMENT_DRIVERS = ("psycopg2",)
@@ -24,6 +26,12 @@ _INTEGRITY_CLASS = "23"
 
 #: The kind of the level that tests run in, and of the level a class's data (setUpTestData) lives in.
 TEST, CLASS = "test", "class"
+
+#: Execution options of the kit's own statements: never a server-side cursor (``stream_results``).
+PLAIN = {"stream_results": False}
+# Execution options a test may set on the shared connection, and the value that undoes each one.
+_NEUTRAL: dict[str, Any] = {"stream_results": False, "schema_translate_map": None, "logging_token": None,
+                            "max_row_buffer": 1000, "preserve_rowcount": False, "no_parameters": False}
 
 
 class SavepointStack:
@@ -48,6 +56,11 @@ class SavepointStack:
         # pytest --pdb defers past the test's end, a fixture) must not reach the next test.
         self._touched = False
         event.listen(connection, "before_cursor_execute", self._touch)
+        self._options = dict(connection.get_execution_options())  # the kit's: what every test starts with
+
+    def _sql(self, statement: str) -> Any:
+        """Run the kit's own ``statement``: on a plain cursor, whatever options a test set on the connection."""
+        return self.connection.exec_driver_sql(statement, execution_options=PLAIN)
 
     def _touch(self, *_: Any) -> None:
         self._touched = True
@@ -65,7 +78,7 @@ class SavepointStack:
     def begin(self, kind: str = TEST) -> str:
         """Set a new SAVEPOINT on the connection and return its name, which starts with ``dbtestcase_<kind>``."""
         name = f"dbtestcase_{kind}_{len(self._levels)}"
-        self.connection.exec_driver_sql(f"SAVEPOINT {name}")
+        self._sql(f"SAVEPOINT {name}")
         self._levels.append(name)
         return name
 
@@ -92,22 +105,22 @@ class SavepointStack:
         """
         connection = self.connection
         if not (check_constraints and self.checks_constraints):
-            connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
+            self._sql(f"ROLLBACK TO SAVEPOINT {name}")
             return
         if connection.dialect.name != "postgresql":
             try:
                 self.check_constraints()
             finally:
-                connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
+                self._sql(f"ROLLBACK TO SAVEPOINT {name}")
             return
         try:
             if connection.dialect.driver in _MULTI_STATEMENT_DRIVERS:
-                connection.exec_driver_sql(f"SET CONSTRAINTS ALL IMMEDIATE; ROLLBACK TO SAVEPOINT {name}")
+                self._sql(f"SET CONSTRAINTS ALL IMMEDIATE; ROLLBACK TO SAVEPOINT {name}")
             else:
-                connection.exec_driver_sql("SET CONSTRAINTS ALL IMMEDIATE")
-                connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
+                self._sql("SET CONSTRAINTS ALL IMMEDIATE")
+                self._sql(f"ROLLBACK TO SAVEPOINT {name}")
         except DBAPIError as exc:
-            connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
+            self._sql(f"ROLLBACK TO SAVEPOINT {name}")
             _raise_if_constraint(exc)
 
     def end_test(self, name: str, session: Session | None = None) -> None:
@@ -123,6 +136,31 @@ class SavepointStack:
             self._undo(name, session, check_constraints=True)
         finally:
             self._touched = False
+            self._restore_options()
+
+    def _restore_options(self) -> None:
+        """Undo the execution options a test set on the shared connection, which would reach every later test.
+
+        Raises:
+            DbTestCaseError: an option that cannot be unset, naming it and the fix.
+        """
+        current = self.connection.get_execution_options()
+        # isolation_level is refused on a connection in a transaction, as the shared one always is: nothing to undo.
+        changed = {key: value for key, value in current.items()
+                   if key != "isolation_level" and self._options.get(key, _MISSING) != value}
+        if not changed:
+            return
+        stuck = sorted(key for key in changed if key not in self._options and key not in _NEUTRAL)
+        self.connection.execution_options(
+            **{key: self._options.get(key, _NEUTRAL.get(key)) for key in changed if key not in stuck}
+        )
+        if stuck:
+            raise DbTestCaseError(
+                f"the test set the execution options {', '.join(stuck)} on the shared connection "
+                "(self.connection.execution_options(...) changes it in place), and they cannot be unset, so they "
+                "reach every later test: pass them per statement, connection.execute(statement, "
+                "execution_options={...}), or on a Session's execute()."
+            )
 
     def _undo(self, name: str, session: Session | None, *, check_constraints: bool) -> None:
         connection = self.connection
@@ -181,7 +219,7 @@ class SavepointStack:
             return
         if self.connection.dialect.name == "sqlite":
             # SQLite checks deferred foreign keys only at COMMIT; the pragma lists the violations.
-            broken = self.connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+            broken = self._sql("PRAGMA foreign_key_check").all()
             if broken:
                 keys = ", ".join(sorted({f"{row[0]} -> {row[2]}" for row in broken}))
                 raise DeferredConstraintError(
@@ -190,7 +228,7 @@ class SavepointStack:
                 )
             return
         try:
-            self.connection.exec_driver_sql("SET CONSTRAINTS ALL IMMEDIATE")
+            self._sql("SET CONSTRAINTS ALL IMMEDIATE")
         except DBAPIError as exc:
             _raise_if_constraint(exc)
 
@@ -198,8 +236,8 @@ class SavepointStack:
         """Undo everything since SAVEPOINT ``name`` and remove it with every level above it."""
         if name not in self._levels:
             return
-        self.connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
-        self.connection.exec_driver_sql(f"RELEASE SAVEPOINT {name}")
+        self._sql(f"ROLLBACK TO SAVEPOINT {name}")
+        self._sql(f"RELEASE SAVEPOINT {name}")
         del self._levels[self._levels.index(name):]
 
 

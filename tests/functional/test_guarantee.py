@@ -25,10 +25,14 @@ class _PlainSqlite(sqlite3.Connection):
 
 
 def unguarded_database(metadata: sa.MetaData) -> dbtestcase.TestDatabase:
-    """A database on a driver whose commit() the kit cannot switch off: psycopg 3, or pysqlite with a factory."""
+    """A database whose commit() the kit cannot switch off: the user's own connection class (pysqlite's
+    ``factory``, psycopg2's ``connection_factory``), which the kit leaves alone."""
     if backend() == "sqlite":
         return dbtestcase.TestDatabase(metadata, "sqlite://", engine_options={"connect_args": {"factory": _PlainSqlite}})
-    return dbtestcase.TestDatabase(metadata, server_url().set(drivername="postgresql+psycopg"))
+    import psycopg2.extensions
+
+    factory = {"connection_factory": psycopg2.extensions.connection}
+    return dbtestcase.TestDatabase(metadata, server_url(), engine_options={"connect_args": factory})
 
 
 @skip_unless("postgresql", "sqlite", why="deferrable constraints: MySQL and MariaDB have none")
@@ -55,6 +59,76 @@ class FailingTestOnAnUnguardedDriver(unittest.TestCase):
         self.assertIn("test_1_violates", result.failures[0][0].id())
         self.assertIn("DeferredConstraintError", result.failures[0][1])
         self.assertEqual(count(database.connection, labels), 0)
+
+
+@skip_unless("postgresql", why="the PostgreSQL drivers' ownership")
+class PostgresDrivers(unittest.TestCase):
+    """psycopg2 and psycopg 3: a real transaction that only the kit ends, as production code sees one."""
+
+    def run_case(self, driver: str, body: dict[str, Any]) -> unittest.TestResult:
+        database = dbtestcase.TestDatabase(Base.metadata, server_url().set(drivername=f"postgresql+{driver}")).setup()
+        self.addCleanup(database.teardown)
+        case = type("Case", (dbtestcase.DatabaseTestCase,), {"database": database, **body})
+        return run_tests(case)
+
+    def test_streaming_queries_work(self) -> None:
+        """yield_per and stream_results (server-side cursors) run inside the test, as in production."""
+        def test_1_stream(test: dbtestcase.DatabaseTestCase) -> None:
+            test.session.add_all([Author(name=f"a{n}") for n in range(5)])
+            test.session.commit()
+            names = [author.name for author in test.session.scalars(sa.select(Author).execution_options(yield_per=2))]
+            test.assertEqual(sorted(names), [f"a{n}" for n in range(5)])
+            streamed = test.connection.execute(sa.select(Author.__table__.c.name), execution_options={"stream_results": True})
+            test.assertEqual(len(streamed.all()), 5)
+
+        def test_2_blank(test: dbtestcase.DatabaseTestCase) -> None:
+            test.assertRowCount(Author, 0)
+
+        for driver in ("psycopg2", "psycopg"):
+            with self.subTest(driver=driver):
+                result = self.run_case(driver, {"test_1_stream": test_1_stream, "test_2_blank": test_2_blank})
+                self.assertEqual((result.testsRun, result.failures, result.errors), (2, [], []))
+
+    def test_code_sees_the_servers_isolation_level_and_commit_is_harmless(self) -> None:
+        """get_isolation_level() is the server's default, not AUTOCOMMIT; connection.commit() ends nothing."""
+        def test_1_commit(test: dbtestcase.DatabaseTestCase) -> None:
+            test.assertEqual(test.connection.get_isolation_level(), "READ COMMITTED")
+            test.connection.execute(Author.__table__.insert().values(name="committed?"))
+            test.connection.commit()
+            test.connection.rollback()
+
+        def test_2_blank(test: dbtestcase.DatabaseTestCase) -> None:
+            test.assertRowCount(Author, 0)
+
+        for driver in ("psycopg2", "psycopg"):
+            with self.subTest(driver=driver):
+                result = self.run_case(driver, {"test_1_commit": test_1_commit, "test_2_blank": test_2_blank})
+                self.assertEqual((result.testsRun, result.failures, result.errors), (2, [], []))
+
+    def test_execution_options_set_on_the_connection_do_not_reach_the_next_test(self) -> None:
+        """stream_results set on self.connection is undone after the test (and the kit's SQL never streams)."""
+        seen: list[Any] = []
+
+        def test_1_sets(test: dbtestcase.DatabaseTestCase) -> None:
+            test.connection.execution_options(stream_results=True, logging_token="t1")
+
+        def test_2_sees(test: dbtestcase.DatabaseTestCase) -> None:
+            options = test.connection.get_execution_options()
+            seen.append((options.get("stream_results", False), options.get("logging_token")))
+
+        result = self.run_case("psycopg2", {"test_1_sets": test_1_sets, "test_2_sees": test_2_sees})
+        self.assertEqual((result.testsRun, result.failures, result.errors), (2, [], []))
+        self.assertEqual(seen, [(False, None)])
+
+    def test_an_option_that_cannot_be_unset_fails_the_test_that_set_it(self) -> None:
+        """An unknown execution option on the shared connection fails that test, naming it and the fix."""
+        def test_1_sets(test: dbtestcase.DatabaseTestCase) -> None:
+            test.connection.execution_options(my_app_flag=True)
+
+        result = self.run_case("psycopg2", {"test_1_sets": test_1_sets})
+        self.assertEqual(len(result.errors), 1, result.failures)
+        self.assertIn("the test set the execution options my_app_flag on the shared connection", result.errors[0][1])
+        self.assertIn("pass them per statement", result.errors[0][1])
 
 
 class WaysOfDefiningSetUp(unittest.TestCase):
