@@ -26,6 +26,7 @@ from .exceptions import (
     ServerError,
     ServerNotFoundError,
     ServerStartError,
+    TransactionEndedError,
 )
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ __all__ = [
     "ServerNotFoundError",
     "ServerStartError",
     "TestDatabase",
+    "TransactionEndedError",
     "__version__",
     "active_database",
     "current_session",

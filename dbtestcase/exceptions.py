@@ -15,6 +15,7 @@ builtin exception it resembles, so ``except FileNotFoundError`` keeps working::
     +-- DeferredConstraintError(AssertionError)  a test left a deferred constraint broken
     +-- DestructiveActionError(PermissionError)  dropping tables in a database not named for tests
     +-- ImplicitCommitError(RuntimeError)        MySQL DDL inside a test would commit its rows
+    +-- TransactionEndedError(RuntimeError)      a test ended, or would end, the outer transaction
     +-- NonTransactionalTableError(TypeError)    a MySQL table without transactions (MyISAM)
     +-- NoTestRunningError(LookupError)          current_session() called outside a test
     +-- SchemaMismatchError(AssertionError)      the migrated schema differs from the models
@@ -87,6 +88,14 @@ class ImplicitCommitError(DbTestCaseError, RuntimeError):
     """A statement in a test would commit the outer transaction (DDL on MySQL/MariaDB).
 
     .. versionadded:: 0.2
+    """
+
+
+class TransactionEndedError(DbTestCaseError, RuntimeError):
+    """A test ended the outer transaction, or ran a statement that would (a raw COMMIT or ROLLBACK, a
+    RELEASE of the kit's savepoint, closing the shared connection).
+
+    .. versionadded:: 0.3
     """
 
 

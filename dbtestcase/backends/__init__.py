@@ -3,6 +3,7 @@
 ``_common``     the strategy of each dialect, the destructive guard, SQLSTATEs and lock waits
 ``_ownership``  connections whose commit() and rollback() cannot end the outer transaction
 ``_mysql``      MySQL/MariaDB: the implicit-commit guard and the InnoDB check
+``_status``     whether the server still holds the outer transaction; statements that would end it
 """
 
 from ._common import (
@@ -19,6 +20,7 @@ from ._common import (
 )
 from ._mysql import check_transactional, guard_implicit_commits, is_mysql
 from ._ownership import own_transaction, prepare_engine, release_transaction
+from ._status import ends_outer_transaction, server_in_transaction
 
 __all__ = [
     "ALLOW_DESTRUCTIVE_ENV",
@@ -28,6 +30,7 @@ __all__ = [
     "check_destructive",
     "check_strategy",
     "check_transactional",
+    "ends_outer_transaction",
     "guard_implicit_commits",
     "is_mysql",
     "is_test_database",
@@ -36,5 +39,6 @@ __all__ = [
     "prepare_engine",
     "release_transaction",
     "resolve_strategy",
+    "server_in_transaction",
     "sqlstate",
 ]

@@ -59,14 +59,13 @@ class TestDatabase:
             outer transaction: PostgreSQL, SQLite) or ``"reset"`` (the universal method for
             databases without transactional DDL, such as MySQL/MariaDB: reflect, drop the
             foreign keys, drop every table, create, commit; the tables stay until the next reset).
-        allow_destructive: let the reset strategy and ``drop_tables`` work on a database whose
-            name lacks "test" (also ``DBTESTCASE_ALLOW_DESTRUCTIVE=1``).
-        base_data: called with the connection after the tables are created, to insert data every
-            test starts from (committed with the reset strategy, inside the outer transaction
-            otherwise).
-        alembic_config: path of an ``alembic.ini``: build the schema with Alembic's
-            ``upgrade head`` on the shared connection (inside the outer transaction where DDL is
-            transactional) instead of ``create_all``, then check it against ``metadata``.
+        allow_destructive: let the reset strategy and ``drop_tables`` work on a database whose name lacks
+            the word "test" (also ``DBTESTCASE_ALLOW_DESTRUCTIVE=1``).
+        base_data: called with the connection after the tables are created, to insert data every test
+            starts from (committed with the reset strategy, inside the outer transaction otherwise).
+        alembic_config: path of an ``alembic.ini``: build the schema with Alembic's ``upgrade head`` on the
+            shared connection (inside the outer transaction where DDL is transactional) instead of
+            ``create_all``, then check it against ``metadata``.
         own_schema: PostgreSQL, savepoint strategy: create the tables in a schema of this
             database's own (:attr:`schema_name`), made inside the outer transaction and put first
             on the ``search_path``, so that parallel workers, CI shards and other TestDatabases on
@@ -110,6 +109,7 @@ class TestDatabase:
         self._outer: Outer | None = None  # the current setup's connection and what it built
         self._last: Outer | None = None  # the previous setup's, whose schema_name and tables stay readable
         self._plan: Plan | None = None
+        self._resolved: URL | None = None  # the URL set up on (a throwaway server's, when none was given)
         self._pid = 0  # the process that set it up: a forked child must not use that connection
 
     # --- public state -------------------------------------------------------------------------
@@ -183,13 +183,13 @@ class TestDatabase:
 
         .. versionadded:: 0.2
         """
-        self._check_process()
-        if self._async_link is None or self._async_link.connection is None:
+        link = self._set_up().link
+        if link is None or link.connection is None:
             raise ConfigurationError(
                 f"{self!r} has no async connection: set it up with an async URL such as "
                 "'postgresql+asyncpg://...' or 'postgresql+psycopg_async://...'."
             )
-        return self._async_link.connection
+        return link.connection
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -220,12 +220,9 @@ class TestDatabase:
         return self._outer is not None and self._pid != os.getpid()
 
     def _set_up(self) -> Outer:
-        self._check_process()
+        """The current setup, in the process that made it; else a ConfigurationError that says why not."""
         if self._outer is None:
             raise ConfigurationError(f"{self!r} is not set up: call setup() (or use it as a context manager) first.")
-        return self._outer
-
-    def _check_process(self) -> None:
         if self._inherited():
             raise ConfigurationError(
                 f"{self!r} was set up in process {self._pid}, which this process (pid {os.getpid()}) was forked "
@@ -233,11 +230,11 @@ class TestDatabase:
                 "the tests). Call setup() in this process, or set the database up in setUpModule() or setUpClass() "
                 "rather than at import."
             )
+        return self._outer
 
     def __repr__(self) -> str:
-        outer, given = getattr(self, "_outer", None), getattr(self, "_given_url", None)
+        outer, given, metadata = getattr(self, "_outer", None), getattr(self, "_given_url", None), getattr(self, "metadata", None)
         where = mask(outer.engine.url if outer is not None else given or "throwaway server")
-        metadata = getattr(self, "metadata", None)
         return f"<TestDatabase {where} tables={len(metadata.tables) if metadata is not None else '?'}>"
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -249,10 +246,8 @@ class TestDatabase:
         Raises:
             ConnectionFailedError: the server did not answer or refused the login.
             DriverMissingError: the URL's driver is not installed.
-            ConfigurationError: ``drop_tables=True`` and some of the tables already exist, or
-                existing tables hold rows, or the strategy does not fit the database.
-            DestructiveActionError: the reset strategy or ``drop_tables`` on a database whose
-                name lacks "test", without ``allow_destructive``.
+            ConfigurationError: ``drop_tables=True`` and some of the tables exist, or existing tables hold rows.
+            DestructiveActionError: the reset strategy or ``drop_tables`` where no word of the database's name is "test".
             NonTransactionalTableError: a MySQL/MariaDB table is not InnoDB.
         """
         if self._inherited():
@@ -263,10 +258,10 @@ class TestDatabase:
             resolve.live.discard(self)
         if self._outer is not None:
             return self
-        plan = Plan(self.metadata, self.strategy, self.drop_tables, self.lock_timeout, self.allow_destructive,
-                    self.base_data, self._create, self.own_schema, self._echo, self._engine_options)
-        self._outer = open_outer(resolve.resolve_url(self._given_url), plan)
-        self._plan = plan
+        self._plan = Plan(self.metadata, self.strategy, self.drop_tables, self.lock_timeout, self.allow_destructive,
+                          self.base_data, self._create, self.own_schema, self._echo, self._engine_options)
+        self._resolved = resolve.resolve_url(self._given_url)
+        self._outer = open_outer(self._resolved, self._plan, self._rebuild)
         self._pid = os.getpid()
         resolve.live.add(self)
         log.debug("set up %r", self)
@@ -286,11 +281,20 @@ class TestDatabase:
         close(outer, plan)
         log.debug("tore down %r", self)
 
+    def _rebuild(self) -> None:
+        """A test ended the outer transaction: drop what it may have committed, and set up afresh on the same URL."""
+        outer, plan = self._outer, self._plan
+        assert outer is not None and plan is not None and self._resolved is not None
+        log.warning("a test ended the outer transaction of %r: building it again", self)
+        close(outer, plan, ended=True)
+        self._outer = open_outer(self._resolved, plan, self._rebuild)
+
     def __enter__(self) -> TestDatabase:
         return self.setup()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.teardown()
+
 
 # Connections of databases set up before a fork, kept referenced (and so never closed) in the child.
 _inherited: list[Any] = []

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import MetaData, Table
 from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from .. import backends
 from ..exceptions import ConfigurationError
@@ -15,8 +16,9 @@ from . import _asynclink as asynclink
 from . import _engine
 from . import _namespaces as namespaces
 from . import _schema as schema
+from ._connstate import PLAIN
 from ._reset import drop_all, reset_schema
-from ._savepoints import PLAIN, SavepointStack
+from ._savepoints import SavepointStack
 
 
 @dataclass(frozen=True)
@@ -45,14 +47,20 @@ class Outer:
     server_side_begin: bool = False  # the kit sent BEGIN itself: commit() on the connection cannot end it
     schema_name: str | None = None
     preexisting_tables: list[Table] = field(default_factory=list)
+    created_tables: list[Table] = field(default_factory=list)  # created inside the outer transaction
     checks_constraints: bool = False
     worker_database: bool = False  # MySQL/MariaDB in a parallel worker: a database of the worker's own
     savepoints: SavepointStack | None = None
 
 
-def open_outer(url: URL, plan: Plan) -> Outer:
-    """Connect to ``url``, begin the outer transaction and build the schema as ``plan`` says."""
-    return _open_async(url, plan) if asynclink.is_async(url) else _open_sync(url, plan)
+def open_outer(url: URL, plan: Plan, rebuild: Callable[[], None] | None = None) -> Outer:
+    """Connect to ``url``, begin the outer transaction and build the schema as ``plan`` says.
+
+    ``rebuild`` is what the savepoint stack calls when a test ended the outer transaction (sync URLs only).
+    """
+    if asynclink.is_async(url):
+        return _open_async(url, plan)
+    return _open_sync(url, plan, rebuild)
 
 
 def _create_engine(url: URL, plan: Plan) -> tuple[Engine, bool]:
@@ -69,7 +77,7 @@ def _create_engine(url: URL, plan: Plan) -> tuple[Engine, bool]:
     return _engine.create_engine(worker_url, echo=plan.echo, **plan.engine_options), True
 
 
-def _open_sync(url: URL, plan: Plan) -> Outer:
+def _open_sync(url: URL, plan: Plan, rebuild: Callable[[], None] | None) -> Outer:
     engine, worker_database = _create_engine(url, plan)
     url = engine.url
     try:
@@ -91,7 +99,7 @@ def _open_sync(url: URL, plan: Plan) -> Outer:
         connection = _engine.connect(engine)
         outer = Outer(engine, connection, worker_database=worker_database)
         try:
-            _prepare(outer, plan, strategy)
+            _prepare(outer, plan, strategy, rebuild)
         except BaseException:
             connection.close()
             raise
@@ -120,7 +128,7 @@ def _open_async(url: URL, plan: Plan) -> Outer:
     return outer
 
 
-def _prepare(outer: Outer, plan: Plan, strategy: str) -> None:
+def _prepare(outer: Outer, plan: Plan, strategy: str, rebuild: Callable[[], None] | None = None) -> None:
     """Begin the outer transaction on the new connection and create the tables in it.
 
     With psycopg2 the connection is put in DBAPI autocommit mode and the transaction is begun with an
@@ -139,18 +147,21 @@ def _prepare(outer: Outer, plan: Plan, strategy: str) -> None:
         outer.preexisting_tables = schema.create_in_transaction(
             connection, plan.metadata, plan.lock_timeout, plan.create, fresh=outer.schema_name is not None
         )
+        outer.created_tables = [t for t in plan.metadata.sorted_tables if t not in outer.preexisting_tables]
     if strategy == "savepoint" and plan.base_data is not None:
         plan.base_data(connection)
     backends.check_transactional(connection, plan.metadata)
     outer.checks_constraints = schema.has_deferrable_constraints(connection, plan.metadata)
     backends.guard_implicit_commits(connection)
-    outer.savepoints = SavepointStack(
-        connection, server_side_begin=outer.server_side_begin, checks_constraints=outer.checks_constraints
-    )
+    outer.savepoints = SavepointStack(connection, server_side_begin=outer.server_side_begin,
+                                      checks_constraints=outer.checks_constraints, rebuild=rebuild)
 
 
-def close(outer: Outer, plan: Plan) -> None:
-    """Roll back the outer transaction, close the connection and the engine; then drop what outlives them."""
+def close(outer: Outer, plan: Plan, *, ended: bool = False) -> None:
+    """Roll back the outer transaction, close the connection and the engine; then drop what outlives them.
+
+    ``ended``: a test had ended the outer transaction itself (see :func:`_close`).
+    """
     if outer.link is not None:
         try:
             outer.link.run(_close, outer, plan)
@@ -158,22 +169,29 @@ def close(outer: Outer, plan: Plan) -> None:
             outer.link.close()  # and its engine, and its event loop
         return
     try:
-        _close(outer, plan)
+        _close(outer, plan, ended=ended)
     finally:
         outer.engine.dispose()
 
 
-def _close(outer: Outer, plan: Plan) -> None:
+def _close(outer: Outer, plan: Plan, *, ended: bool = False) -> None:
+    """``ended``: a test ended the outer transaction, so what was built in it may have been committed."""
     connection, engine = outer.connection, outer.engine
     try:
-        if outer.server_side_begin:
+        if outer.server_side_begin and not connection.closed:
             connection.exec_driver_sql("ROLLBACK", execution_options=PLAIN)
             backends.release_transaction(connection)
+    except DBAPIError:
+        if not ended:
+            raise
     finally:
         connection.close()  # rolls back SQLAlchemy's own transaction, if that is the outer one
-    if outer.schema_name is not None and not outer.server_side_begin:
-        # A driver that cannot keep a test from committing may have committed our schema.
+    if outer.schema_name is not None and (ended or not outer.server_side_begin):
+        # A test ended the outer transaction with a COMMIT (or a driver could not keep it from committing).
         namespaces.drop_committed_schema(engine, outer.schema_name)
+    elif ended and outer.created_tables:  # the default schema: drop what this setup created, if committed
+        drop_all(engine, plan.metadata, lock_timeout=plan.lock_timeout, tables=outer.created_tables,
+                 allow_destructive=True)
     if plan.drop_tables:
         drop_all(engine, plan.metadata, lock_timeout=plan.lock_timeout, allow_destructive=True)
     if outer.worker_database:

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from ..backends import sqlstate
-from ..exceptions import DbTestCaseError, DeferredConstraintError
+from ..exceptions import DeferredConstraintError, TransactionEndedError
+from ._connstate import PLAIN, ConnectionGuard
 
 __unittest = True  # DeferredConstraintError tracebacks start in the test, not here
-
-_MISSING = object()
 
 # PostgreSQL drivers that run two statements sent as one string and report an error in the first: one
 # round trip instead of two (psycopg 3 does not report it; asyncpg refuses two).
@@ -27,11 +27,6 @@ _INTEGRITY_CLASS = "23"
 #: The kind of the level that tests run in, and of the level a class's data (setUpTestData) lives in.
 TEST, CLASS = "test", "class"
 
-#: Execution options of the kit's own statements: never a server-side cursor (``stream_results``).
-PLAIN = {"stream_results": False}
-# Execution options a test may set on the shared connection, and the value that undoes each one.
-_NEUTRAL: dict[str, Any] = {"stream_results": False, "schema_translate_map": None, "logging_token": None,
-                            "max_row_buffer": 1000, "preserve_rowcount": False, "no_parameters": False}
 
 
 class SavepointStack:
@@ -46,24 +41,25 @@ class SavepointStack:
     .. versionadded:: 0.3
     """
 
-    def __init__(self, connection: Connection, *, server_side_begin: bool, checks_constraints: bool) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        *,
+        server_side_begin: bool,
+        checks_constraints: bool,
+        rebuild: Callable[[], None] | None = None,
+    ) -> None:
         self.connection = connection
         #: Whether deferred constraints are checked at the end of every test (the schema has some).
         self.checks_constraints = checks_constraints
         self._server_side_begin = server_side_begin  # the kit's own BEGIN: commit() cannot reach the server
         self._levels: list[str] = []
-        # Whether a statement ran since the last test ended: what ran between two tests (a tearDown that
-        # pytest --pdb defers past the test's end, a fixture) must not reach the next test.
-        self._touched = False
-        event.listen(connection, "before_cursor_execute", self._touch)
-        self._options = dict(connection.get_execution_options())  # the kit's: what every test starts with
+        self._guard = ConnectionGuard(connection)
+        self._rebuild = rebuild  # begins a new outer transaction (and stack) after a test ended this one
 
     def _sql(self, statement: str) -> Any:
         """Run the kit's own ``statement``: on a plain cursor, whatever options a test set on the connection."""
         return self.connection.exec_driver_sql(statement, execution_options=PLAIN)
-
-    def _touch(self, *_: Any) -> None:
-        self._touched = True
 
     @property
     def levels(self) -> tuple[str, ...]:
@@ -90,8 +86,9 @@ class SavepointStack:
         top = self.top
         if top is None or not top.startswith(f"dbtestcase_{TEST}_"):
             return self.begin(TEST)
-        if self._touched:
+        if self._guard.touched:  # what ran between two tests (a tearDown deferred by pytest --pdb, a fixture)
             self._undo(top, None, check_constraints=False)
+            self._guard.touched = False
         return top
 
     def rollback(self, name: str, *, check_constraints: bool = True) -> None:
@@ -132,35 +129,33 @@ class SavepointStack:
         Raises:
             DeferredConstraintError: the test left a deferred constraint violated.
         """
+        ended = self._guard.outer_ended() if self._rebuild is not None else None  # async: no rebuild (see _undo)
+        if ended is not None:
+            self._recover(ended, session)
         try:
             self._undo(name, session, check_constraints=True)
         finally:
-            self._touched = False
-            self._restore_options()
+            self._guard.touched = False
+            self._guard.restore_options()
 
-    def _restore_options(self) -> None:
-        """Undo the execution options a test set on the shared connection, which would reach every later test.
+    def _recover(self, what: str, session: Session | None) -> None:
+        """The test ended the outer transaction: begin a new one (the schema built again), then fail the test.
 
         Raises:
-            DbTestCaseError: an option that cannot be unset, naming it and the fix.
+            TransactionEndedError: always, naming what happened and the fix.
         """
-        current = self.connection.get_execution_options()
-        # isolation_level is refused on a connection in a transaction, as the shared one always is: nothing to undo.
-        changed = {key: value for key, value in current.items()
-                   if key != "isolation_level" and self._options.get(key, _MISSING) != value}
-        if not changed:
-            return
-        stuck = sorted(key for key in changed if key not in self._options and key not in _NEUTRAL)
-        self.connection.execution_options(
-            **{key: self._options.get(key, _NEUTRAL.get(key)) for key in changed if key not in stuck}
+        self._levels.clear()
+        if session is not None:
+            with contextlib.suppress(Exception):
+                session.close()
+        assert self._rebuild is not None
+        self._rebuild()
+        raise TransactionEndedError(
+            f"the test {what}, which ended the outer transaction: what it wrote may have been committed, so "
+            "dbtestcase dropped what the run had committed and began a new outer transaction with the schema "
+            "built anew (class data from setUpTestData is gone for the rest of the class). Use "
+            "self.session.commit() or connection.begin_nested(), whose commit() stays inside the test."
         )
-        if stuck:
-            raise DbTestCaseError(
-                f"the test set the execution options {', '.join(stuck)} on the shared connection "
-                "(self.connection.execution_options(...) changes it in place), and they cannot be unset, so they "
-                "reach every later test: pass them per statement, connection.execute(statement, "
-                "execution_options={...}), or on a Session's execute()."
-            )
 
     def _undo(self, name: str, session: Session | None, *, check_constraints: bool) -> None:
         connection = self.connection
@@ -183,8 +178,11 @@ class SavepointStack:
             # The test committed or rolled back the shared connection itself: the savepoints
             # are gone with the outer transaction. Begin anew so that later tests run.
             self._levels.clear()
-            connection.begin()
-            raise DbTestCaseError(
+            if self._rebuild is not None:
+                self._rebuild()
+            else:
+                connection.begin()
+            raise TransactionEndedError(
                 f"the test ended the outer transaction with commit() or rollback() on the shared connection, "
                 f"which the {connection.dialect.driver} driver does not let dbtestcase prevent (psycopg2, "
                 "asyncpg, pysqlite, PyMySQL and mysqlclient do): what it wrote was committed (and may be seen by later "

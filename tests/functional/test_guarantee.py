@@ -13,7 +13,17 @@ import sqlalchemy as sa
 
 import dbtestcase
 from tests.functional.models import Author, Base, DeferredBase, Label
-from tests.functional.support import backend, run_python, run_tests, server_url, skip_unless, write_project
+from tests.functional.support import (
+    backend,
+    rows_seen_by_another_connection,
+    run_python,
+    run_tests,
+    server_url,
+    skip_unless,
+    tables_seen_by_another_connection,
+    unique_metadata,
+    write_project,
+)
 
 
 def count(connection: sa.engine.Connection, table: sa.Table) -> int:
@@ -129,6 +139,110 @@ class PostgresDrivers(unittest.TestCase):
         self.assertEqual(len(result.errors), 1, result.failures)
         self.assertIn("the test set the execution options my_app_flag on the shared connection", result.errors[0][1])
         self.assertIn("pass them per statement", result.errors[0][1])
+
+
+class TransactionControl(unittest.TestCase):
+    """Raw transaction control on the shared connection is refused, or noticed and undone: never a leak."""
+
+    def run_case(self, body: dict[str, Any]) -> tuple[unittest.TestResult, dbtestcase.TestDatabase]:
+        metadata, names = unique_metadata("txn")
+        database = dbtestcase.TestDatabase(metadata, server_url()).setup()
+        self.addCleanup(database.teardown)
+        self.table, self.names = metadata.tables[names[0]], names
+        case = type("Case", (dbtestcase.DatabaseTestCase,), {"database": database, **body})
+        return run_tests(case), database
+
+    def test_commit_rollback_and_release_statements_are_refused(self) -> None:
+        """COMMIT, ROLLBACK, END and RELEASE of the kit's savepoint through SQLAlchemy are refused before they run."""
+        refused: list[str] = []
+
+        def test_1_tries(test: dbtestcase.DatabaseTestCase) -> None:
+            test.connection.execute(self.table.insert().values(id=1, name="kept?"))
+            level = test.test_database.savepoints.top
+            for statement in ("COMMIT", "rollback", "END", f"RELEASE SAVEPOINT {level}", f"ROLLBACK TO SAVEPOINT {level}"):
+                with test.assertRaises(dbtestcase.TransactionEndedError) as caught:
+                    test.connection.exec_driver_sql(statement)
+                refused.append(str(caught.exception))
+
+        def test_2_blank(test: dbtestcase.DatabaseTestCase) -> None:
+            test.assertEqual(count(test.connection, self.table), 0)
+
+        result, _ = self.run_case({"test_1_tries": test_1_tries, "test_2_blank": test_2_blank})
+        self.assertEqual((result.testsRun, result.failures, result.errors), (2, [], []))
+        self.assertEqual(len(refused), 5)
+        self.assertIn("the test ran 'COMMIT' on the shared connection, which would end the outer transaction", refused[0])
+        self.assertIn("nothing was sent. Use self.session.commit()", refused[0])
+
+    def test_a_commit_through_the_dbapi_connection_is_undone_and_reported(self) -> None:
+        """A COMMIT sent through the driver itself fails that test; what it committed is gone, later tests run."""
+        schemas: list[str | None] = []
+
+        def test_1_commits(test: dbtestcase.DatabaseTestCase) -> None:
+            schemas.append(test.test_database.schema_name)
+            test.connection.execute(self.table.insert().values(id=1, name="committed"))
+            cursor = test.connection.connection.dbapi_connection.cursor()
+            cursor.execute("COMMIT")
+            cursor.close()
+
+        def test_2_blank(test: dbtestcase.DatabaseTestCase) -> None:
+            test.assertEqual(count(test.connection, self.table), 0)
+
+        result, database = self.run_case({"test_1_commits": test_1_commits, "test_2_blank": test_2_blank})
+        self.assertEqual((result.testsRun, result.failures, len(result.errors)), (2, [], 1), result.errors)
+        self.assertIn("test_1_commits", result.errors[0][0].id())
+        self.assertIn("TransactionEndedError: the test ended the transaction on the server", result.errors[0][1])
+        url = database.url
+        database.teardown()
+        self.assertEqual(rows_seen_by_another_connection(url, self.names[0]), 0, "the committed row survived")
+        if backend() != "mysql" and backend() != "mariadb":  # the reset strategy's tables are committed anyway
+            self.assertEqual(tables_seen_by_another_connection(url, self.names), [], "the committed tables survived")
+        if schemas[0]:
+            self.assertEqual(schemas_seen_by_another_connection(url, schemas[0]), 0, "the committed schema survived")
+
+    def test_closing_the_shared_connection_is_reported_and_the_next_test_runs(self) -> None:
+        """self.connection.close() fails that test with the cause; the next test gets a working connection."""
+        def test_1_closes(test: dbtestcase.DatabaseTestCase) -> None:
+            test.connection.close()
+
+        def test_2_works(test: dbtestcase.DatabaseTestCase) -> None:
+            test.assertEqual(count(test.connection, self.table), 0)
+
+        result, _ = self.run_case({"test_1_closes": test_1_closes, "test_2_works": test_2_works})
+        self.assertEqual((result.testsRun, result.failures, len(result.errors)), (2, [], 1), result.errors)
+        self.assertIn("TransactionEndedError: the test closed the shared connection", result.errors[0][1])
+
+
+def schemas_seen_by_another_connection(url: sa.engine.URL, name: str) -> int:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            found = connection.scalar(sa.text("SELECT count(*) FROM pg_namespace WHERE nspname = :n"), {"n": name})
+            return int(found or 0)
+    finally:
+        engine.dispose()
+
+
+@skip_unless("postgresql", "sqlite", why="a connection class of the user's: psycopg2's or pysqlite's")
+class CommitOnAnUnguardedDriver(unittest.TestCase):
+    def test_a_commit_of_the_shared_connection_is_undone_and_reported(self) -> None:
+        """connection.commit() on a driver the kit cannot guard fails the test; the next test starts blank."""
+        metadata, names = unique_metadata("unguarded")
+        database = unguarded_database(metadata).setup()
+        self.addCleanup(database.teardown)
+        table = metadata.tables[names[0]]
+
+        def test_1_commits(test: dbtestcase.DatabaseTestCase) -> None:
+            test.connection.execute(table.insert().values(id=1, name="committed"))
+            test.connection.commit()
+
+        def test_2_blank(test: dbtestcase.DatabaseTestCase) -> None:
+            test.assertEqual(count(test.connection, table), 0)
+
+        case = type("Case", (dbtestcase.DatabaseTestCase,), {"database": database, "test_1_commits": test_1_commits,
+                                                             "test_2_blank": test_2_blank})
+        result = run_tests(case)
+        self.assertEqual((result.testsRun, result.failures, len(result.errors)), (2, [], 1), result.errors)
+        self.assertIn("TransactionEndedError: the test ended the transaction on the server", result.errors[0][1])
 
 
 class WaysOfDefiningSetUp(unittest.TestCase):

@@ -123,6 +123,19 @@ class Guard(unittest.TestCase):
             backends.check_destructive(shop, "drop_all", False)
 
 
+class TransactionControl(unittest.TestCase):
+    def test_statements_that_end_the_outer_transaction(self) -> None:
+        """COMMIT, ROLLBACK, END, ABORT and the kit's savepoints are caught; a session's savepoints and DML are not."""
+        ends = ["COMMIT", "  commit work", "ROLLBACK", "rollback;", "END", "ABORT", "PREPARE TRANSACTION 'x'",
+                "RELEASE SAVEPOINT dbtestcase_test_0", "release dbtestcase_class_1", "ROLLBACK TO SAVEPOINT dbtestcase_test_0",
+                'rollback to "dbtestcase_test_0"', "RELEASE SAVEPOINT `dbtestcase_test_0`"]
+        passes = ["ROLLBACK TO SAVEPOINT sa_savepoint_1", "RELEASE SAVEPOINT sa_savepoint_2", "SAVEPOINT dbtestcase_test_0",
+                  "SELECT 'COMMIT'", "UPDATE ends SET x = 1", "COMMITTED_READS", "ENDPOINT",
+                  "INSERT INTO rollback_log VALUES (1)"]
+        self.assertEqual([s for s in ends if not backends.ends_outer_transaction(s)], [])
+        self.assertEqual([s for s in passes if backends.ends_outer_transaction(s)], [])
+
+
 class Drivers(unittest.TestCase):
     def test_missing_dbapi(self) -> None:
         """A driver that is not installed names the pip package and the driver that works."""
