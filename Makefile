@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat setup.py pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install test compat demo bench docs dist lint typecheck clean
+.PHONY: install test compat fuzz demo bench docs dist lint typecheck clean
 
 install: $(STAMP)
 
@@ -26,6 +26,11 @@ test: install
 ## .venv-py313), against $DBTESTCASE_URL or a throwaway PostgreSQL.
 compat: install
 	cd tests && ../$(BIN)/python run_compat.py
+
+## The property-based proof of the blank slate with 1,000 generated test classes per driver (PostgreSQL
+## with psycopg2 and psycopg 3, SQLite, MariaDB): prints the counts, the seed and any failure found.
+fuzz: install
+	cd tests && ../$(BIN)/python run_fuzz.py
 
 ## Run the example suite shipped in examples/ under unittest, nose2 and pytest.
 demo: install

@@ -37,7 +37,7 @@ setup(
         "async": ["asyncpg>=0.27", "greenlet>=1"],
         "test": [
             "pytest>=7", "PyMySQL>=1.0", "factory_boy>=3.2", "alembic>=1.11", "Flask-SQLAlchemy>=3.0",
-            "asyncpg>=0.27", "greenlet>=1", "psycopg[binary]>=3.1", "pytest-xdist>=3",
+            "asyncpg>=0.27", "greenlet>=1", "psycopg[binary]>=3.1", "pytest-xdist>=3", "hypothesis>=6.80",
         ],
         "docs": ["sphinx>=7"],
         "dist": ["build", "twine"],

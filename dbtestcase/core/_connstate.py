@@ -26,8 +26,11 @@ _MISSING = object()
 class ConnectionGuard:
     """Watches the shared connection on behalf of a SavepointStack."""
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, *, owned: bool) -> None:
         self.connection = connection
+        # An owned connection is in the outer transaction from the start: a statement outside it means that
+        # a test ended it (a driver that begins on its own would begin anew, silently, at that statement).
+        self._dbapi = connection.connection.dbapi_connection if owned else None
         #: Whether a statement ran since the last test ended (what runs between two tests must not stay).
         self.touched = False
         self._options = dict(connection.get_execution_options())  # the kit's: what every test starts with
@@ -35,7 +38,16 @@ class ConnectionGuard:
 
     def _before(self, conn: Connection, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
         self.touched = True
-        if backends.ends_outer_transaction(statement) and not (context is not None and context.execution_options.get(OWN)):
+        if context is not None and context.execution_options.get(OWN):
+            return
+        if self._dbapi is not None and backends.server_in_transaction(self._dbapi) is False:
+            raise TransactionEndedError(
+                "the outer transaction was ended earlier in this test (a COMMIT or ROLLBACK through the DBAPI "
+                "connection), so this statement would run outside it, and commit at once; nothing was sent. "
+                "dbtestcase sets up a new outer transaction after the test. Use self.session.commit() or "
+                "connection.begin_nested() instead."
+            )
+        if backends.ends_outer_transaction(statement):
             head = " ".join(statement.split())[:60]
             raise TransactionEndedError(
                 f"the test ran {head!r} on the shared connection, which would end the outer transaction (and commit "

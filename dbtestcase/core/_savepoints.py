@@ -54,7 +54,7 @@ class SavepointStack:
         self.checks_constraints = checks_constraints
         self._server_side_begin = server_side_begin  # the kit's own BEGIN: commit() cannot reach the server
         self._levels: list[str] = []
-        self._guard = ConnectionGuard(connection)
+        self._guard = ConnectionGuard(connection, owned=server_side_begin)
         self._rebuild = rebuild  # begins a new outer transaction (and stack) after a test ended this one
 
     def _sql(self, statement: str) -> Any:

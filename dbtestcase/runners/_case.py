@@ -173,6 +173,9 @@ class DatabaseTestCase(unittest.TestCase):
         self.__dict__["_dbtc_begun"] = True
         state = type(self)._dbtc_class_setup()
         database = state.database
+        if state.stack is not None and state.stack is not database.savepoints:
+            # A test ended the outer transaction and the database began a new one: the class's data went with it.
+            type(self)._dbtc_make_data(state)
         level = database.savepoints.test_level()
         self.addCleanup(self._dbtc_end, database, level)
         self.addCleanup(_current_test.reset, _current_test.set(self))
@@ -202,28 +205,35 @@ class DatabaseTestCase(unittest.TestCase):
                     f"{cls.__qualname__} is a DatabaseTestCase, but its database {database.url} is async: make it "
                     "a dbtestcase.AsyncDatabaseTestCase, or set the database up with a sync URL (postgresql+psycopg2://)."
                 )
-            has_data = cls.setUpTestData.__func__ is not DatabaseTestCase.setUpTestData.__func__  # type: ignore[attr-defined]
-            if has_data:
-                state.level = database.savepoints.begin(CLASS)
-            if cls.reset_sequences:
-                if database.preexisting_tables:
-                    names = ", ".join(table.fullname for table in database.preexisting_tables)
-                    raise ConfigurationError(
-                        f"{cls.__qualname__}.reset_sequences would reset the sequences of tables that "
-                        f"existed before the tests ({names}), and PostgreSQL never rolls that back: run "
-                        "on a database without them, or remove reset_sequences = True."
-                    )
-                state.sequences = SequenceBaseline.of(database.connection, database.metadata)
-                state.sequences.restore(database.connection)
-            if has_data:
-                run_test_data(cls, database)
-            if state.sequences is not None:
-                state.sequences.capture(database.connection)
+            cls._dbtc_make_data(state)
         except BaseException:
             cls._dbtc_class_teardown()
             raise
         cls.addClassCleanup(cls._dbtc_class_teardown)
         return state
+
+    @classmethod
+    def _dbtc_make_data(cls, state: ClassState) -> None:
+        """The class's savepoint and its data (setUpTestData), and the sequences' baseline after it."""
+        database = state.database
+        state.stack = database.savepoints
+        has_data = cls.setUpTestData.__func__ is not DatabaseTestCase.setUpTestData.__func__  # type: ignore[attr-defined]
+        if has_data:
+            state.level = database.savepoints.begin(CLASS)
+        if cls.reset_sequences:
+            if database.preexisting_tables:
+                names = ", ".join(table.fullname for table in database.preexisting_tables)
+                raise ConfigurationError(
+                    f"{cls.__qualname__}.reset_sequences would reset the sequences of tables that "
+                    f"existed before the tests ({names}), and PostgreSQL never rolls that back: run "
+                    "on a database without them, or remove reset_sequences = True."
+                )
+            state.sequences = SequenceBaseline.of(database.connection, database.metadata)
+            state.sequences.restore(database.connection)
+        if has_data:
+            run_test_data(cls, database)
+        if state.sequences is not None:
+            state.sequences.capture(database.connection)
 
     @classmethod
     def _dbtc_class_teardown(cls) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import MetaData
 
-from ..core import SequenceBaseline, TestDatabase, active_database, check_bindable
+from ..core import SavepointStack, SequenceBaseline, TestDatabase, active_database, check_bindable
 from ..exceptions import ConfigurationError, NoDatabaseError
 
 __unittest = True  # failure tracebacks start in the user's code
@@ -16,13 +16,14 @@ __unittest = True  # failure tracebacks start in the user's code
 class ClassState:
     """What one test class holds: its database and, with setUpTestData, its own savepoint."""
 
-    __slots__ = ("closed", "database", "level", "owned", "sequences")
+    __slots__ = ("closed", "database", "level", "owned", "sequences", "stack")
 
     def __init__(self, database: TestDatabase, owned: bool) -> None:
         self.database = database
         self.owned = owned  # set up by the class, so torn down by it
         self.level: str | None = None
         self.sequences: SequenceBaseline | None = None
+        self.stack: SavepointStack | None = None  # the database's savepoints when the class data was made
         self.closed = False
 
 

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 def run_test_data(cls: type[DatabaseTestCase], database: TestDatabase) -> None:
     """Run setUpTestData with ``cls.session``, commit it, and make its ORM objects per-test."""
     before = set(cls.__dict__)
+    made_before = {name for name, value in cls.__dict__.items() if isinstance(value, _TestData)}  # a second run
     session = Session(bind=database.connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
     cls.session = session  # type: ignore[assignment]
     try:
@@ -24,7 +25,7 @@ def run_test_data(cls: type[DatabaseTestCase], database: TestDatabase) -> None:
     finally:
         session.close()
         del cls.session
-    for name in set(cls.__dict__) - before:
+    for name in (set(cls.__dict__) - before) | made_before:
         value = cls.__dict__[name]
         if _holds_orm_objects(value):
             setattr(cls, name, _TestData(name, value))
