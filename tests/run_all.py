@@ -51,6 +51,14 @@ def run_pass(label: str, paths: list[str], env: dict[str, str], python: str = sy
         return total - failed - skipped, failed, skipped, code
 
 
+def report(results: list[tuple[int, int, int, int]]) -> int:
+    """Print the totals of ``run_pass`` results as "N passed, N failed, N skipped" (the last line); the exit code."""
+    passed, failed, skipped = (sum(result[i] for result in results) for i in range(3))
+    print()
+    print(f"{passed} passed, {failed} failed, {skipped} skipped")
+    return 1 if failed else 0
+
+
 PASS_TIMEOUT = 900  # seconds: a hung pass fails instead of eating CI's 90 minutes
 
 SERVER_TESTS = ["--ignore=tests/functional/test_server.py", "--ignore=tests/functional/test_mariadb_server.py"]
@@ -94,14 +102,9 @@ def main() -> int:
         # The fresh-machine path for MariaDB too, not only the configured server.
         throwaway = {**base, "DBTESTCASE_URL": "mysql://"}
         passes.append(("pass 5: throwaway MariaDB started by dbtestcase", ["tests/functional", *SERVER_TESTS], throwaway))
-    passed = failed = skipped = 0
-    for label, paths, env in passes:
-        p, f, s, _ = run_pass(label, paths, env)
-        passed, failed, skipped = passed + p, failed + f, skipped + s
+    results = [run_pass(label, paths, env) for label, paths, env in passes]
     sqlite_dir.cleanup()
-    print()
-    print(f"{passed} passed, {failed} failed, {skipped} skipped")
-    return 1 if failed else 0
+    return report(results)
 
 
 if __name__ == "__main__":

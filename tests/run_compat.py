@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from run_all import SERVER_TESTS, run_pass
+from run_all import SERVER_TESTS, report, run_pass
 
 ROOT = Path(__file__).resolve().parent.parent
 ENDS = (("3.9", "SQLAlchemy>=2.0,<2.1"), ("3.13", "SQLAlchemy>=2.1.0b1"))
@@ -54,17 +54,14 @@ def venv(version: str, sqlalchemy: str) -> Path:
 
 
 def main() -> int:
-    passed = failed = skipped = 0
+    results = []
     for version, sqlalchemy in ENDS:
         python = venv(version, sqlalchemy) / "bin" / "python"
         probe = "import sqlalchemy, sys; print(sys.version.split()[0], sqlalchemy.__version__)"
         found = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, check=True).stdout.split()
         label = f"Python {found[0]} with SQLAlchemy {found[1]}"
-        p, f, s, _ = run_pass(label, ["tests/functional", *SERVER_TESTS], dict(os.environ), python=str(python))
-        passed, failed, skipped = passed + p, failed + f, skipped + s
-    print()
-    print(f"{passed} passed, {failed} failed, {skipped} skipped")
-    return 1 if failed else 0
+        results.append(run_pass(label, ["tests/functional", *SERVER_TESTS], dict(os.environ), python=str(python)))
+    return report(results)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import random
 import sys
 import tempfile
 
-from run_all import mariadbd_installed, run_pass
+from run_all import mariadbd_installed, report, run_pass
 
 
 def main() -> int:
@@ -25,13 +25,8 @@ def main() -> int:
         passes = [("throwaway PostgreSQL", base), ("SQLite", {**base, "DBTESTCASE_URL": f"sqlite:///{tmp}/test.db"})]
         if mariadbd_installed():
             passes.append(("throwaway MariaDB", {**base, "DBTESTCASE_URL": "mysql://"}))
-        passed = failed = skipped = 0
-        for label, env in passes:
-            p, f, s, _ = run_pass(f"fuzz: {label}", ["-s", "tests/functional/test_fuzz.py"], env)
-            passed, failed, skipped = passed + p, failed + f, skipped + s
-    print()
-    print(f"{passed} passed, {failed} failed, {skipped} skipped")
-    return 1 if failed else 0
+        results = [run_pass(f"fuzz: {label}", ["-s", "tests/functional/test_fuzz.py"], env) for label, env in passes]
+    return report(results)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import logging
 import os
 import secrets
 
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, text
 from sqlalchemy.engine import URL, Connection, Engine
 
 from .. import backends
@@ -27,6 +27,12 @@ log = logging.getLogger(__name__)
 
 #: Prefix of the schemas made by :func:`enter_schema`.
 SCHEMA_PREFIX = "dbtestcase_"
+# The first key of the advisory locks that mark a schema as in use by a live run (the second: its name's hash).
+_LOCK_CLASS = 0x6462  # "db"
+_COMMITTED_SCHEMAS = text(r"SELECT nspname FROM pg_namespace WHERE nspname LIKE 'dbtestcase\_%' ORDER BY nspname")
+_reaped: set[str] = set()  # the databases this process has reaped already
+_TRY_LOCK = text("SELECT pg_try_advisory_lock(:key, hashtext(:name))")
+_UNLOCK = text("SELECT pg_advisory_unlock(:key, hashtext(:name))")
 
 
 def enter_schema(connection: Connection, metadata: MetaData) -> str | None:
@@ -45,6 +51,13 @@ def enter_schema(connection: Connection, metadata: MetaData) -> str | None:
     rest = f", {path}" if path and path != '""' else ""  # an empty path: ours alone
     # Inside the outer transaction, so undone with it; not SET LOCAL, so that a test that commits
     # the outer transaction (drivers that cannot prevent it) leaves later tests on the same tables.
+    where = connection.engine.url.render_as_string(hide_password=True)
+    if not connection.dialect.is_async and where not in _reaped:  # once per database and process; not on an
+        _reaped.add(where)  # async engine's facade, which cannot open a second connection here
+        reap_dead_schemas(connection.engine)
+    # Held by this connection for its life (a session lock outlives the rollback): while it is held, no other
+    # run reaps the schema, even if a test commits it; it is released when the connection closes or dies.
+    connection.execute(text("SELECT pg_advisory_lock(:key, hashtext(:name))"), {"key": _LOCK_CLASS, "name": name})
     connection.exec_driver_sql(f'CREATE SCHEMA "{name}"')
     connection.exec_driver_sql(f'SET search_path TO "{name}"{rest}')
     # What SQLAlchemy's inspector (and Alembic's autogenerate) takes as the schema of unqualified
@@ -52,6 +65,31 @@ def enter_schema(connection: Connection, metadata: MetaData) -> str | None:
     connection.dialect.default_schema_name = name
     log.debug("tables of this run go to schema %s", name)
     return name
+
+
+def reap_dead_schemas(engine: Engine) -> list[str]:
+    """Drop the committed ``dbtestcase_*`` schemas of runs that are dead; return their names.
+
+    A schema is committed only when a test committed the outer transaction and its run was killed before
+    its teardown dropped it. Its run holds an advisory lock on its name for as long as its connection
+    lives, so a schema whose lock can be taken has no live owner; one whose lock is held is never touched.
+    """
+    reaped = []
+    with _engine.connect(engine) as connection:
+        for (name,) in connection.execute(_COMMITTED_SCHEMAS).all():
+            key = {"key": _LOCK_CLASS, "name": name}
+            if not connection.execute(_TRY_LOCK, key).scalar():
+                continue  # a live run's
+            try:
+                connection.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+                connection.commit()
+                reaped.append(name)
+            finally:
+                connection.execute(_UNLOCK, key)
+                connection.commit()
+    if reaped:
+        log.info("dropped %d schema(s) left committed by dead runs: %s", len(reaped), ", ".join(reaped))
+    return reaped
 
 
 def worker_database(engine: Engine, allow_destructive: bool) -> URL | None:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..exceptions import ServerError, ServerStartError
 from . import _system
-from ._system import Watchdog, deathsig_hook, fill_from_template, prune_stale, run_base, tail, wait_ready
+from ._system import Watchdog, deathsig_hook, fill_from_template, minimal_env, prune_stale, run_base, tail, wait_ready
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # annotations only: no runtime dependency
@@ -189,6 +189,7 @@ class ChildServer(abc.ABC):
         if _system.PDEATHSIG and self.share is None and threading.current_thread() is threading.main_thread():
             kwargs["preexec_fn"] = deathsig_hook(os.getpid())  # SIGQUIT: postgres quits at once, mariadbd cleanly
         kwargs.setdefault("stdin", subprocess.DEVNULL)
+        kwargs.setdefault("env", minimal_env())  # the test process's secrets are not the server's business
         return subprocess.Popen(cmd, cwd=self.directory, start_new_session=True, **kwargs)
 
     def _start_watchdog(self) -> None:

@@ -165,6 +165,17 @@ STALE_DAYS = 30.0
 _HOUR = 3600.0
 
 
+# What a server, a setup step or a watchdog inherits of our environment: nothing else (CI secrets, tokens).
+_KEPT_ENV = ("PATH", "TMPDIR", "TZ", "LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH")
+
+
+def minimal_env(**extra: str) -> dict[str, str]:
+    """The environment of a child server process: the search paths, the C locale, and ``extra``."""
+    env = {name: os.environ[name] for name in _KEPT_ENV if name in os.environ}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    return {**env, "LC_ALL": "C", "LANG": "C", **extra}
+
+
 def touch(path: str) -> None:
     """Create ``path`` or set its modification time to now: the last use of what it locks."""
     with open(path, "a"):
@@ -218,7 +229,8 @@ class Watchdog:
         read, self._pipe = os.pipe()
         try:
             self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
-                cmd, stdin=read, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/", start_new_session=True)
+                cmd, stdin=read, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/", start_new_session=True,
+                env=minimal_env())
         except BaseException:
             os.close(self._pipe)
             raise

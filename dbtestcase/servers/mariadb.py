@@ -24,7 +24,7 @@ from ._process import READY_TIMEOUT as READY_TIMEOUT
 from ._process import STOP_TIMEOUT as STOP_TIMEOUT
 from ._process import ChildServer
 from ._runshare import Shared
-from ._system import run_as, tail, traversable
+from ._system import minimal_env, run_as, tail, traversable
 
 __all__ = ["ENV_MARIADB_BINDIR", "MariaDBServer", "find_mariadbd", "shared_mariadb_server"]
 
@@ -235,7 +235,7 @@ class MariaDBServer(ChildServer):
         cmd = [install_db, "--no-defaults", *INSTALL_OPTIONS, f"--datadir={data}", f"--extra-file={extra}"]
         cmd += [f"--basedir={basedir}"] if basedir else []
         cmd += [*self.options, f"--tmpdir={self.directory}"]
-        env = {**os.environ, "MYSQLD_BOOTSTRAP": self.mariadbd}  # the binary found, not the script's built-in one
+        env = minimal_env(MYSQLD_BOOTSTRAP=self.mariadbd)  # the binary found, not the script's built-in one
         code, output = self._run_step(cmd, env=env)
         os.unlink(extra)
         if code:

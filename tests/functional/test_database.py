@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import unittest
+import uuid
+from pathlib import Path
 from unittest import mock
 
 import sqlalchemy as sa
@@ -11,7 +14,14 @@ import sqlalchemy as sa
 import dbtestcase
 from dbtestcase import ConfigurationError, LockTimeoutError, TestDatabase
 from dbtestcase.core import LEFTOVER_MARK
-from tests.functional.support import run_tests, server_url, skip_unless, tables_seen_by_another_connection, unique_metadata
+from tests.functional.support import (
+    run_python,
+    run_tests,
+    server_url,
+    skip_unless,
+    tables_seen_by_another_connection,
+    unique_metadata,
+)
 
 
 class Lifecycle(unittest.TestCase):
@@ -393,3 +403,50 @@ class WorkerThenNot(unittest.TestCase):
                 self.assertIsNotNone(other.exec_driver_sql(f"SHOW DATABASES LIKE '{url.database}'").first())
         finally:
             engine.dispose()
+
+
+@skip_unless("postgresql", why="schemas and advisory locks are PostgreSQL's")
+class Reaper(unittest.TestCase):
+    """A schema that a killed run left committed is dropped by the next run; a live run's never is."""
+
+    def commit_schema(self, engine: sa.engine.Engine, name: str) -> None:
+        with engine.connect() as connection:
+            connection.exec_driver_sql(f'CREATE SCHEMA "{name}"')
+            connection.exec_driver_sql(f'CREATE TABLE "{name}".t (id int)')
+            connection.commit()
+        self.addCleanup(self.drop, engine, name)
+
+    @staticmethod
+    def drop(engine: sa.engine.Engine, name: str) -> None:
+        with engine.connect() as connection:
+            connection.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+            connection.commit()
+
+    @staticmethod
+    def schemas(engine: sa.engine.Engine, *names: str) -> list[str]:
+        with engine.connect() as connection:
+            rows = connection.execute(sa.text("SELECT nspname FROM pg_namespace WHERE nspname = ANY(:n)"),
+                                      {"n": list(names)}).scalars().all()
+            return sorted(rows)
+
+    def test_dead_runs_schemas_go_and_live_ones_stay(self) -> None:
+        """Committed dbtestcase_ schemas: the dead run's is dropped at the next setup, a live one's (locked) and
+        a schema of someone else's are kept."""
+        engine = sa.create_engine(server_url())
+        self.addCleanup(engine.dispose)
+        suffix = f"{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        dead, live, other = f"dbtestcase_dead_{suffix}", f"dbtestcase_live_{suffix}", f"someone_{suffix}"
+        for name in (dead, live, other):
+            self.commit_schema(engine, name)
+        holder = engine.connect()  # a live run: it holds the lock on its schema's name
+        self.addCleanup(holder.close)
+        holder.exec_driver_sql(f"SELECT pg_advisory_lock({0x6462}, hashtext('{live}'))")
+        # The next run: a process of its own (a process reaps each database once, at its first setup there).
+        code = ("import sys, sqlalchemy as sa, dbtestcase\n"
+                "metadata = sa.MetaData()\n"
+                "sa.Table('reaper_t', metadata, sa.Column('id', sa.Integer, primary_key=True))\n"
+                "dbtestcase.TestDatabase(metadata, sys.argv[1]).setup().teardown()\n")
+        with tempfile.TemporaryDirectory() as tmp:
+            done = run_python(["-c", code, server_url().render_as_string(hide_password=False)], cwd=Path(tmp))
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertEqual(self.schemas(engine, dead, live, other), sorted([live, other]))

@@ -127,3 +127,28 @@ class Prune(unittest.TestCase):
         self.assertEqual(sorted(os.listdir(base)), sorted(
             ["pg-fresh", "pg-fresh.lock", "pg-busy", "pg-busy.lock", ".tmp-new"]))
         self.assertTrue(os.path.isdir(fresh) and os.path.isdir(busy) and os.path.isdir(recent_tmp))
+
+
+class Environment(unittest.TestCase):
+    def test_the_server_and_its_watchdog_inherit_no_secrets(self) -> None:
+        """A variable of the test process (a CI secret) is in neither the server's nor the watchdog's environment."""
+        with mock.patch.dict(os.environ, {"DBTESTCASE_TEST_SECRET": "s3cret-token"}):
+            server = PostgresServer().start()
+        self.addCleanup(server.stop)
+        assert server.pid is not None
+        watchdogs = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
+                     if server.directory and server.directory.encode() in _cmdline(pid) and pid != server.pid]
+        self.assertTrue(watchdogs, "no watchdog found for the server")
+        for pid in [server.pid, *watchdogs]:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                environ = f.read()
+            self.assertNotIn(b"s3cret-token", environ, f"process {pid}")
+            self.assertIn(b"LC_ALL=C", environ, f"process {pid}")
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
