@@ -48,7 +48,6 @@ setup(
         "Development Status :: 3 - Alpha",
         "Framework :: Pytest",
         "Intended Audience :: Developers",
-        "License :: OSI Approved :: MIT License",
         "Programming Language :: Python :: 3",
         "Programming Language :: Python :: 3 :: Only",
         "Topic :: Database",
