@@ -80,7 +80,6 @@ def mask(url: UrlLike) -> str:
         text = (parsed.update_query_dict(secret) if secret else parsed).render_as_string(hide_password=True)
         return text.replace(_MASKED, "***")  # set after rendering, which would percent-encode the stars
     except Exception:  # noqa: BLE001 - masking must never fail; hide anything between ':' and '@'
-        url = str(url)
         head, sep, tail = str(url).rpartition("@")
         if not sep:
             return str(url)

@@ -18,9 +18,9 @@ from ._common import (
     resolve_strategy,
     sqlstate,
 )
-from ._mysql import check_transactional, guard_implicit_commits, is_mysql
+from ._mysql import check_transactional, is_mysql, refuse_implicit_commit
 from ._ownership import own_transaction, prepare_engine, release_transaction
-from ._status import ends_outer_transaction, server_in_transaction
+from ._status import ends_outer_transaction, server_in_transaction, statement_head
 
 __all__ = [
     "ALLOW_DESTRUCTIVE_ENV",
@@ -31,14 +31,15 @@ __all__ = [
     "check_strategy",
     "check_transactional",
     "ends_outer_transaction",
-    "guard_implicit_commits",
     "is_mysql",
     "is_test_database",
     "limit_lock_wait",
     "own_transaction",
+    "refuse_implicit_commit",
     "prepare_engine",
     "release_transaction",
     "resolve_strategy",
     "server_in_transaction",
     "sqlstate",
+    "statement_head",
 ]

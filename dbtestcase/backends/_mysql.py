@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Any
 
-from sqlalchemy import MetaData, bindparam, event, text
+from sqlalchemy import MetaData, bindparam, text
 from sqlalchemy.engine import Connection
 
 from ..exceptions import ImplicitCommitError, NonTransactionalTableError
+from ._status import statement_head
 
 _MYSQL = ("mysql", "mariadb")
 
@@ -27,22 +27,21 @@ def is_mysql(name: str) -> bool:
     return name in _MYSQL
 
 
-def guard_implicit_commits(connection: Connection) -> None:
-    """On MySQL/MariaDB, refuse statements inside tests that would commit the outer transaction."""
-    if not is_mysql(connection.dialect.name):
-        return
+def refuse_implicit_commit(dialect_name: str, statement: str) -> None:
+    """Refuse a statement that MySQL/MariaDB would follow with an implicit commit of the outer transaction.
 
-    @event.listens_for(connection, "before_cursor_execute", retval=True)
-    def _check(conn: Connection, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> Any:
-        if _IMPLICIT_COMMIT.match(statement):
-            head = " ".join(statement.split())[:60]
-            raise ImplicitCommitError(
-                f"the statement {head!r} would make {conn.dialect.name} commit the test's transaction at once "
-                "(DDL and transaction control commit implicitly there), so its rows would leak into every "
-                "later test: create the schema through the metadata before the tests, use a TEMPORARY "
-                "table, or use self.session (its commit() stays inside the test's savepoint)."
-            )
-        return statement, parameters
+    Called by the shared connection's statement guard (``core._connstate``), on MySQL/MariaDB only.
+
+    Raises:
+        ImplicitCommitError: naming the statement and the fix.
+    """
+    if _IMPLICIT_COMMIT.match(statement):
+        raise ImplicitCommitError(
+            f"the statement {statement_head(statement)!r} would make {dialect_name} commit the test's transaction at "
+            "once (DDL and transaction control commit implicitly there), so its rows would leak into every "
+            "later test: create the schema through the metadata before the tests, use a TEMPORARY "
+            "table, or use self.session (its commit() stays inside the test's savepoint)."
+        )
 
 
 def check_transactional(connection: Connection, metadata: MetaData) -> None:

@@ -17,6 +17,11 @@ _IDLE, _UNKNOWN = 0, 4  # libpq's PQTRANS_IDLE and PQTRANS_UNKNOWN (psycopg2 and
 _MYSQL_IN_TRANS = 1  # SERVER_STATUS_IN_TRANS, in the server status of MySQL's protocol
 
 
+def statement_head(statement: str) -> str:
+    """The start of ``statement`` on one line, for error messages."""
+    return " ".join(statement.split())[:60]
+
+
 def ends_outer_transaction(statement: str) -> bool:
     """Whether ``statement`` would end the outer transaction, or one of the kit's savepoints."""
     return bool(_ENDS_OUTER.match(statement))

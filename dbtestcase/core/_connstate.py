@@ -1,5 +1,6 @@
 """What a test may do to the shared connection, watched: statements that would end the outer transaction
-are refused, a transaction ended behind the kit's back is noticed, execution options are undone."""
+(MySQL/MariaDB's implicitly committing ones included) are refused, a transaction ended behind the kit's
+back is noticed, execution options are undone."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ class ConnectionGuard:
         # An owned connection is in the outer transaction from the start: a statement outside it means that
         # a test ended it (a driver that begins on its own would begin anew, silently, at that statement).
         self._dbapi = connection.connection.dbapi_connection if owned else None
+        self._mysql = backends.is_mysql(connection.dialect.name)  # whose DDL commits the transaction at once
         #: Whether a statement ran since the last test ended (what runs between two tests must not stay).
         self.touched = False
         self._options = dict(connection.get_execution_options())  # the kit's: what every test starts with
@@ -40,6 +42,8 @@ class ConnectionGuard:
         self.touched = True
         if context is not None and context.execution_options.get(OWN):
             return
+        if self._mysql:
+            backends.refuse_implicit_commit(conn.dialect.name, statement)
         if self._dbapi is not None and backends.server_in_transaction(self._dbapi) is False:
             raise TransactionEndedError(
                 "the outer transaction was ended earlier in this test (a COMMIT or ROLLBACK through the DBAPI "
@@ -48,11 +52,11 @@ class ConnectionGuard:
                 "connection.begin_nested() instead."
             )
         if backends.ends_outer_transaction(statement):
-            head = " ".join(statement.split())[:60]
             raise TransactionEndedError(
-                f"the test ran {head!r} on the shared connection, which would end the outer transaction (and commit "
-                "or lose the tables and rows of every later test); nothing was sent. Use self.session.commit() or "
-                "connection.begin_nested(), whose commit() and rollback() stay inside the test's savepoint."
+                f"the test ran {backends.statement_head(statement)!r} on the shared connection, which would end the "
+                "outer transaction (and commit or lose the tables and rows of every later test); nothing was sent. "
+                "Use self.session.commit() or connection.begin_nested(), whose commit() and rollback() stay inside "
+                "the test's savepoint."
             )
 
     def outer_ended(self) -> str | None:

@@ -30,9 +30,10 @@ SCHEMA_PREFIX = "dbtestcase_"
 # The first key of the advisory locks that mark a schema as in use by a live run (the second: its name's hash).
 _LOCK_CLASS = 0x6462  # "db"
 _COMMITTED_SCHEMAS = text(r"SELECT nspname FROM pg_namespace WHERE nspname LIKE 'dbtestcase\_%' ORDER BY nspname")
-_reaped: set[str] = set()  # the databases this process has reaped already
+_LOCK = text("SELECT pg_advisory_lock(:key, hashtext(:name))")
 _TRY_LOCK = text("SELECT pg_try_advisory_lock(:key, hashtext(:name))")
 _UNLOCK = text("SELECT pg_advisory_unlock(:key, hashtext(:name))")
+_reaped: set[str] = set()  # the databases this process has reaped already
 
 
 def enter_schema(connection: Connection, metadata: MetaData) -> str | None:
@@ -49,15 +50,15 @@ def enter_schema(connection: Connection, metadata: MetaData) -> str | None:
     name = f"{SCHEMA_PREFIX}{worker + '_' if worker else ''}{os.getpid()}_{secrets.token_hex(4)}"
     path = (connection.exec_driver_sql("SHOW search_path").scalar() or "").strip()
     rest = f", {path}" if path and path != '""' else ""  # an empty path: ours alone
-    # Inside the outer transaction, so undone with it; not SET LOCAL, so that a test that commits
-    # the outer transaction (drivers that cannot prevent it) leaves later tests on the same tables.
     where = connection.engine.url.render_as_string(hide_password=True)
     if not connection.dialect.is_async and where not in _reaped:  # once per database and process; not on an
         _reaped.add(where)  # async engine's facade, which cannot open a second connection here
         reap_dead_schemas(connection.engine)
     # Held by this connection for its life (a session lock outlives the rollback): while it is held, no other
     # run reaps the schema, even if a test commits it; it is released when the connection closes or dies.
-    connection.execute(text("SELECT pg_advisory_lock(:key, hashtext(:name))"), {"key": _LOCK_CLASS, "name": name})
+    connection.execute(_LOCK, {"key": _LOCK_CLASS, "name": name})
+    # Inside the outer transaction, so undone with it; not SET LOCAL, so that a test that commits
+    # the outer transaction (drivers that cannot prevent it) leaves later tests on the same tables.
     connection.exec_driver_sql(f'CREATE SCHEMA "{name}"')
     connection.exec_driver_sql(f'SET search_path TO "{name}"{rest}')
     # What SQLAlchemy's inspector (and Alembic's autogenerate) takes as the schema of unqualified

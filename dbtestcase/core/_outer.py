@@ -44,7 +44,7 @@ class Outer:
     engine: Engine
     connection: Connection
     link: asynclink.AsyncLink | None = None  # an async URL's AsyncConnection and event loop
-    server_side_begin: bool = False  # the kit sent BEGIN itself: commit() on the connection cannot end it
+    server_side_begin: bool = False  # the kit owns the transaction: commit() on the connection cannot end it
     schema_name: str | None = None
     preexisting_tables: list[Table] = field(default_factory=list)
     created_tables: list[Table] = field(default_factory=list)  # created inside the outer transaction
@@ -131,14 +131,15 @@ def _open_async(url: URL, plan: Plan) -> Outer:
 def _prepare(outer: Outer, plan: Plan, strategy: str, rebuild: Callable[[], None] | None = None) -> None:
     """Begin the outer transaction on the new connection and create the tables in it.
 
-    With psycopg2 the connection is put in DBAPI autocommit mode and the transaction is begun with an
-    explicit BEGIN: SQLAlchemy's Connection.commit() and rollback() then never reach the server, so no
-    test can end the outer transaction, and the per-test rollback needs a single round trip.
+    Where the driver allows (see ``backends.own_transaction``), the kit owns the transaction: SQLAlchemy's
+    Connection.commit() and rollback() then never reach the server, so no test can end the outer
+    transaction, and the per-test rollback needs a single round trip. The savepoint stack's statement
+    guard is set last, once the kit's own DDL has run.
     """
     connection = outer.connection
     outer.server_side_begin = backends.own_transaction(connection)
-    # SQLAlchemy's own transaction (a no-op at the server in autocommit mode; the BEGIN above autobegan
-    # it): with it, a Session on this connection makes its own SAVEPOINT.
+    # SQLAlchemy's own transaction (nothing at the server on an owned connection): with it, a Session on
+    # this connection makes its own SAVEPOINT.
     if not connection.in_transaction():
         connection.begin()
     if strategy == "savepoint" and not plan.drop_tables:  # the tables live in the outer transaction
@@ -152,7 +153,6 @@ def _prepare(outer: Outer, plan: Plan, strategy: str, rebuild: Callable[[], None
         plan.base_data(connection)
     backends.check_transactional(connection, plan.metadata)
     outer.checks_constraints = schema.has_deferrable_constraints(connection, plan.metadata)
-    backends.guard_implicit_commits(connection)
     outer.savepoints = SavepointStack(connection, server_side_begin=outer.server_side_begin,
                                       checks_constraints=outer.checks_constraints, rebuild=rebuild)
 

@@ -131,7 +131,7 @@ class SavepointStack:
         """
         ended = self._guard.outer_ended() if self._rebuild is not None else None  # async: no rebuild (see _undo)
         if ended is not None:
-            self._recover(ended, session)
+            self._recover(f"the test {ended}, which ended the outer transaction", session)
         try:
             self._undo(name, session, check_constraints=True)
         finally:
@@ -139,7 +139,10 @@ class SavepointStack:
             self._guard.restore_options()
 
     def _recover(self, what: str, session: Session | None) -> None:
-        """The test ended the outer transaction: begin a new one (the schema built again), then fail the test.
+        """The test ended the outer transaction: begin a new one, then fail the test.
+
+        With ``rebuild`` (sync URLs) the database drops what may have been committed and builds the schema
+        again; without it (async URLs) a new outer transaction begins on the same connection.
 
         Raises:
             TransactionEndedError: always, naming what happened and the fix.
@@ -148,13 +151,17 @@ class SavepointStack:
         if session is not None:
             with contextlib.suppress(Exception):
                 session.close()
-        assert self._rebuild is not None
-        self._rebuild()
+        if self._rebuild is not None:
+            self._rebuild()
+            after = ("what it wrote may have been committed, so dbtestcase dropped what the run had committed and "
+                     "began a new outer transaction with the schema built anew")
+        else:
+            self.connection.begin()
+            after = ("what it wrote was committed (its schema is dropped at teardown) or lost with the tables; "
+                     "dbtestcase began a new outer transaction on the same connection")
         raise TransactionEndedError(
-            f"the test {what}, which ended the outer transaction: what it wrote may have been committed, so "
-            "dbtestcase dropped what the run had committed and began a new outer transaction with the schema "
-            "built anew (class data from setUpTestData is gone for the rest of the class). Use "
-            "self.session.commit() or connection.begin_nested(), whose commit() stays inside the test."
+            f"{what}: {after}. Use self.session.commit() or connection.begin_nested(), whose commit() stays "
+            "inside the test's savepoint."
         )
 
     def _undo(self, name: str, session: Session | None, *, check_constraints: bool) -> None:
@@ -162,7 +169,7 @@ class SavepointStack:
         if self._server_side_begin:
             # One round trip undoes the test, the session's savepoint included. SQLAlchemy's
             # view of the session's savepoint is then dropped with Connection.rollback(), which
-            # in DBAPI autocommit mode sends nothing to the server (psycopg2).
+            # sends nothing to the server on a connection the kit owns.
             try:
                 self.rollback(name, check_constraints=check_constraints)
             finally:
@@ -175,19 +182,12 @@ class SavepointStack:
                 connection.begin()
             return
         if not connection.in_transaction():
-            # The test committed or rolled back the shared connection itself: the savepoints
-            # are gone with the outer transaction. Begin anew so that later tests run.
-            self._levels.clear()
-            if self._rebuild is not None:
-                self._rebuild()
-            else:
-                connection.begin()
-            raise TransactionEndedError(
-                f"the test ended the outer transaction with commit() or rollback() on the shared connection, "
-                f"which the {connection.dialect.driver} driver does not let dbtestcase prevent (psycopg2, "
-                "asyncpg, pysqlite, PyMySQL and mysqlclient do): what it wrote was committed (and may be seen by later "
-                "tests) or lost with the tables. Use self.session.commit() (it stays inside the test's "
-                "savepoint) or connection.begin_nested(), or one of those drivers."
+            # The test committed or rolled back the shared connection itself, through SQLAlchemy.
+            self._recover(
+                "the test ended the outer transaction with commit() or rollback() on the shared connection, which "
+                f"the {connection.dialect.driver} driver does not let dbtestcase prevent (psycopg2, psycopg 3, "
+                "asyncpg, pysqlite, PyMySQL and mysqlclient do)",
+                session,
             )
         checked = check_constraints and session is not None and session.in_transaction()
         try:

@@ -167,10 +167,7 @@ class DatabaseTestCase(unittest.TestCase):
         super()._callSetUp()  # type: ignore[misc]
 
     def _dbtc_begin(self) -> None:
-        """Make sure a test savepoint is set, and roll back to it after every cleanup."""
-        if self.__dict__.get("_dbtc_begun"):
-            return
-        self.__dict__["_dbtc_begun"] = True
+        """Set the test's savepoint (or take the one kept set), and roll back to it after every cleanup."""
         state = type(self)._dbtc_class_setup()
         database = state.database
         if state.stack is not None and state.stack is not database.savepoints:
@@ -186,7 +183,6 @@ class DatabaseTestCase(unittest.TestCase):
             state.sequences.restore(database.connection)
 
     def _dbtc_end(self, database: TestDatabase, level: str) -> None:
-        self.__dict__.pop("_dbtc_begun", None)  # the same instance may run again (a rerun, TestCase.debug)
         database.savepoints.end_test(level, self.__dict__.pop("_dbtc_session", None))
 
     @classmethod

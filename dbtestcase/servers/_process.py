@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..exceptions import ServerError, ServerStartError
 from . import _system
-from ._system import Watchdog, deathsig_hook, fill_from_template, minimal_env, prune_stale, run_base, tail, wait_ready
+from ._system import Watchdog, deathsig_hook, fill_from_template, let_go, minimal_env, prune_stale, run_base, tail, wait_ready
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # annotations only: no runtime dependency
@@ -39,7 +39,6 @@ ENV_CACHE_DIR = "DBTESTCASE_CACHE_DIR"
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 STEP_TIMEOUT = 300.0  # seconds a setup step (initdb, mariadb-install-db) may take
-_let_go: list[subprocess.Popen[bytes]] = []  # children of shared servers others still use: no ResourceWarning
 
 
 class ChildServer(abc.ABC):
@@ -289,7 +288,7 @@ class ChildServer(abc.ABC):
     def release(self) -> None:
         """Let go of a shared server that other processes still use: it keeps running, and so does its watchdog."""
         if self._proc is not None:
-            _let_go.append(self._proc)
+            let_go(self._proc)
         if self._watchdog is not None:
             self._watchdog.detach()  # a shared server's watchdog goes on watching the run's processes
         self._proc = self._watchdog = None

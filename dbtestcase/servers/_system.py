@@ -216,14 +216,21 @@ def prune_stale(directory: str, *, max_age_days: float = STALE_DAYS) -> list[str
     return removed
 
 
+_let_go: list[subprocess.Popen[bytes]] = []
+
+
+def let_go(child: subprocess.Popen[bytes]) -> None:
+    """Keep a child that goes on running without us (a shared server, its watchdog) referenced: never waited
+    for here, and no ResourceWarning about it."""
+    _let_go.append(child)
+
+
 class Watchdog:
     """A watchdog process, told through a pipe which pid to stop if we die (EOF: we are gone).
 
     The write end of the pipe is close-on-exec, so no other child inherits it: only our death, or
     :meth:`close` / :meth:`detach`, gives the watchdog its EOF.
     """
-
-    _detached: list[subprocess.Popen[bytes]] = []  # kept referenced: no ResourceWarning for a running child
 
     def __init__(self, cmd: list[str]) -> None:
         read, self._pipe = os.pipe()
@@ -257,7 +264,7 @@ class Watchdog:
         """EOF to the watchdog, which goes on (a shared server's watches the run's processes)."""
         self._eof()
         if self._proc is not None:
-            self._detached.append(self._proc)
+            let_go(self._proc)
             self._proc = None
 
     def _eof(self) -> None:

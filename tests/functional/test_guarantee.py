@@ -7,7 +7,7 @@ import tempfile
 import textwrap
 import unittest
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import sqlalchemy as sa
 
@@ -81,6 +81,16 @@ class PostgresDrivers(unittest.TestCase):
         case = type("Case", (dbtestcase.DatabaseTestCase,), {"database": database, **body})
         return run_tests(case)
 
+    def assert_blank_after_on_both_drivers(self, first: Callable[[Any], None]) -> None:
+        """``first`` passes as a test, and a second test sees no author, on psycopg2 and on psycopg 3."""
+        def test_2_blank(test: dbtestcase.DatabaseTestCase) -> None:
+            test.assertRowCount(Author, 0)
+
+        for driver in ("psycopg2", "psycopg"):
+            with self.subTest(driver=driver):
+                result = self.run_case(driver, {"test_1": first, "test_2_blank": test_2_blank})
+                self.assertEqual((result.testsRun, result.failures, result.errors), (2, [], []))
+
     def test_streaming_queries_work(self) -> None:
         """yield_per and stream_results (server-side cursors) run inside the test, as in production."""
         def test_1_stream(test: dbtestcase.DatabaseTestCase) -> None:
@@ -91,13 +101,7 @@ class PostgresDrivers(unittest.TestCase):
             streamed = test.connection.execute(sa.select(Author.__table__.c.name), execution_options={"stream_results": True})
             test.assertEqual(len(streamed.all()), 5)
 
-        def test_2_blank(test: dbtestcase.DatabaseTestCase) -> None:
-            test.assertRowCount(Author, 0)
-
-        for driver in ("psycopg2", "psycopg"):
-            with self.subTest(driver=driver):
-                result = self.run_case(driver, {"test_1_stream": test_1_stream, "test_2_blank": test_2_blank})
-                self.assertEqual((result.testsRun, result.failures, result.errors), (2, [], []))
+        self.assert_blank_after_on_both_drivers(test_1_stream)
 
     def test_code_sees_the_servers_isolation_level_and_commit_is_harmless(self) -> None:
         """get_isolation_level() is the server's default, not AUTOCOMMIT; connection.commit() ends nothing."""
@@ -107,13 +111,7 @@ class PostgresDrivers(unittest.TestCase):
             test.connection.commit()
             test.connection.rollback()
 
-        def test_2_blank(test: dbtestcase.DatabaseTestCase) -> None:
-            test.assertRowCount(Author, 0)
-
-        for driver in ("psycopg2", "psycopg"):
-            with self.subTest(driver=driver):
-                result = self.run_case(driver, {"test_1_commit": test_1_commit, "test_2_blank": test_2_blank})
-                self.assertEqual((result.testsRun, result.failures, result.errors), (2, [], []))
+        self.assert_blank_after_on_both_drivers(test_1_commit)
 
     def test_execution_options_set_on_the_connection_do_not_reach_the_next_test(self) -> None:
         """stream_results set on self.connection is undone after the test (and the kit's SQL never streams)."""
